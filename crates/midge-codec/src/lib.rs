@@ -1,0 +1,11 @@
+//! MQTT wire format for protocol levels 3 (3.1, `MQIsdp`), 4 (3.1.1) and 5 (5.0).
+//!
+//! This crate owns the bytes on the wire and nothing else: packet types, the
+//! decoder with the specification's validation rules, and the encoder. It knows
+//! nothing of sessions, sockets or time. Payloads and strings are `Bytes`-backed
+//! so decoding never copies them.
+#![forbid(unsafe_code)]
+
+pub mod packet;
+
+pub use packet::*;

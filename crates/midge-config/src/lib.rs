@@ -1,0 +1,1 @@
+//! mosquitto.conf parsing. (being written)

@@ -1,0 +1,11 @@
+//! The broker's logic without I/O.
+//!
+//! The caller (the server) hands in decoded packets, connection events and the
+//! current time; the core answers with packets to send and connections to
+//! close, and says when it next wants to be woken. Nothing here touches a
+//! socket, a disk or the system clock, so every protocol flow is unit-tested
+//! deterministically.
+#![forbid(unsafe_code)]
+
+pub mod retained;
+pub mod topic_tree;

@@ -1,0 +1,1 @@
+//! Retained messages indexed by topic. (being written)

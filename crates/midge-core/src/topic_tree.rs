@@ -1,0 +1,1 @@
+//! Subscription tree: topic filters to subscribers. (being written)

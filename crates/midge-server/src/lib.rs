@@ -1,0 +1,1 @@
+//! The server around midge-core. (being written)

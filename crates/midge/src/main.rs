@@ -1,0 +1,2 @@
+//! `midge`: the broker binary. (being written)
+fn main() {}
