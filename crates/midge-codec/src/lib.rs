@@ -6,6 +6,15 @@
 //! so decoding never copies them.
 #![forbid(unsafe_code)]
 
+pub mod decode;
+pub mod encode;
 pub mod packet;
+pub mod properties;
+pub mod topic;
 
+pub use decode::{decode_packet, DecodeError};
+pub use encode::{encode_packet, encoded_len, EncodeError};
 pub use packet::*;
+pub use topic::{
+    has_wildcard, parse_shared, validate_topic_filter, validate_topic_name, TopicError,
+};

@@ -1,0 +1,835 @@
+//! Decoding bytes from the wire into [`Packet`]s, with every validation rule
+//! the specification puts on the wire format of 3.1, 3.1.1 and 5.0.
+//!
+//! Rules that need session state (topic alias mapping, receive maximum,
+//! packet identifiers in flight, who may send which packet) are the core's.
+//! Decoding never copies payloads or strings: they are slices of the packet's
+//! `Bytes`. It never panics and never allocates in proportion to a length
+//! field before the bytes it announces have arrived.
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use thiserror::Error;
+
+use crate::packet::*;
+use crate::properties::{self as prop, PropertyContext};
+use crate::topic::{validate_topic_filter, validate_topic_name, TopicError};
+
+/// Why bytes could not be decoded. Each message cites the clause of the
+/// specification (5.0 numbering, with 3.1.1's where it differs).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("[MQTT-1.5.5-1] variable byte integer longer than four bytes or not minimally encoded (3.1.1: section 2.2.3)")]
+    MalformedVariableByteInteger,
+    #[error("[MQTT-1.5.4-1] (3.1.1: [MQTT-1.5.3-1]) string is not well-formed UTF-8")]
+    InvalidUtf8,
+    #[error("[MQTT-1.5.4-2] (3.1.1: [MQTT-1.5.3-2]) string contains U+0000")]
+    NullCharacter,
+    #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
+    PacketTooLarge { size: usize, max: usize },
+    #[error("malformed packet: reserved control packet type {0} (section 2.1.2)")]
+    ReservedPacketType(u8),
+    #[error("[MQTT-2.1.3-1] (3.1.1: [MQTT-2.2.2-1]) invalid fixed header flags {flags:#06b} for packet type {packet_type}")]
+    InvalidHeaderFlags { packet_type: u8, flags: u8 },
+    #[error("[MQTT-3.1.0-1] first packet on a connection must be CONNECT, got packet type {0}")]
+    ExpectedConnect(u8),
+    #[error("malformed packet: a field runs past the end of the packet")]
+    UnexpectedEnd,
+    #[error("malformed packet: {0} bytes left over at the end of the packet")]
+    TrailingBytes(usize),
+    #[error("[MQTT-3.1.2-1] protocol name is neither MQTT nor MQIsdp")]
+    InvalidProtocolName,
+    #[error("[MQTT-3.1.2-2] unsupported protocol level {level}")]
+    UnsupportedProtocolVersion { level: u8 },
+    #[error("[MQTT-3.1.2-3] CONNECT reserved flag is not zero")]
+    ConnectReservedFlag,
+    #[error("[MQTT-3.1.2-11] will QoS or will retain set without the will flag")]
+    WillFlagsWithoutWill,
+    #[error("[MQTT-3.1.2-12] (3.1.1: [MQTT-3.1.2-14]) will QoS is 3")]
+    InvalidWillQoS,
+    #[error("[MQTT-3.1.2-22] password flag set without user name flag")]
+    PasswordWithoutUsername,
+    #[error("[MQTT-3.2.2-1] CONNACK acknowledge flags 7-1 are not zero")]
+    ConnAckReservedFlags,
+    #[error(
+        "[MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]) session present set with a non-zero return code"
+    )]
+    SessionPresentWithError,
+    #[error("malformed packet: invalid CONNACK return code {0} (3.1.1 table 3.1)")]
+    InvalidConnectReturnCode(u8),
+    #[error("[MQTT-3.3.1-4] PUBLISH QoS is 3")]
+    InvalidPublishQoS,
+    #[error("[MQTT-3.3.1-2] DUP flag set on a QoS 0 PUBLISH")]
+    DupWithQoS0,
+    #[error("{0}")]
+    InvalidTopicName(TopicError),
+    #[error("{0}")]
+    InvalidTopicFilter(TopicError),
+    #[error("[MQTT-3.3.2-14] response topic is not a valid topic name: {0}")]
+    InvalidResponseTopic(TopicError),
+    #[error("[MQTT-2.2.1-3] (3.1.1: [MQTT-2.3.1-1]) packet identifier is zero")]
+    ZeroPacketId,
+    #[error("[MQTT-3.8.3-3] SUBSCRIBE contains no topic filter")]
+    EmptySubscribe,
+    #[error("[MQTT-3.10.3-2] UNSUBSCRIBE contains no topic filter")]
+    EmptyUnsubscribe,
+    #[error("malformed packet: packet type {0} carries no reason code")]
+    EmptyAckPayload(u8),
+    #[error("[MQTT-3.8.3-5] (3.1.1: [MQTT-3-8.3-4]) reserved bits set in subscription options {0:#010b}")]
+    ReservedSubscriptionOptions(u8),
+    #[error("malformed packet: subscription QoS is 3 (3.1.1: [MQTT-3-8.3-4])")]
+    InvalidSubscriptionQoS,
+    #[error("protocol error: subscription retain handling is 3 (section 3.8.3.1)")]
+    InvalidRetainHandling,
+    #[error("[MQTT-3.8.3-4] no local set on a shared subscription")]
+    NoLocalOnSharedSubscription,
+    #[error("protocol error: reason code {code:#04x} is not valid in packet type {packet_type}")]
+    InvalidReasonCode { packet_type: u8, code: u8 },
+    #[error("malformed packet: unknown property identifier {0:#x} (section 2.2.2.2)")]
+    UnknownProperty(u32),
+    #[error("protocol error: property {id:#04x} is not allowed in {context}")]
+    PropertyNotAllowed { id: u8, context: &'static str },
+    #[error("protocol error: property {0:#04x} appears more than once")]
+    DuplicateProperty(u8),
+    #[error("protocol error: property {id:#04x} has invalid value {value}")]
+    InvalidPropertyValue { id: u8, value: u32 },
+    #[error(
+        "protocol error: authentication data without authentication method (section 3.1.2.11.10)"
+    )]
+    AuthDataWithoutMethod,
+}
+
+impl DecodeError {
+    /// The MQTT 5.0 reason code to put in the DISCONNECT (or CONNACK) that
+    /// answers this error.
+    pub fn reason_code(&self) -> ReasonCode {
+        use DecodeError::*;
+        match self {
+            PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
+            UnsupportedProtocolVersion { .. } => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            InvalidTopicName(_) => ReasonCode::TOPIC_NAME_INVALID,
+            InvalidTopicFilter(_) => ReasonCode::TOPIC_FILTER_INVALID,
+            InvalidProtocolName
+            | ExpectedConnect(_)
+            | InvalidRetainHandling
+            | NoLocalOnSharedSubscription
+            | InvalidReasonCode { .. }
+            | PropertyNotAllowed { .. }
+            | DuplicateProperty(_)
+            | InvalidPropertyValue { .. }
+            | InvalidResponseTopic(_)
+            | AuthDataWithoutMethod
+            | EmptySubscribe
+            | EmptyUnsubscribe
+            | ZeroPacketId => ReasonCode::PROTOCOL_ERROR,
+            MalformedVariableByteInteger
+            | InvalidUtf8
+            | NullCharacter
+            | ReservedPacketType(_)
+            | InvalidHeaderFlags { .. }
+            | UnexpectedEnd
+            | TrailingBytes(_)
+            | ConnectReservedFlag
+            | WillFlagsWithoutWill
+            | InvalidWillQoS
+            | PasswordWithoutUsername
+            | ConnAckReservedFlags
+            | SessionPresentWithError
+            | InvalidConnectReturnCode(_)
+            | InvalidPublishQoS
+            | DupWithQoS0
+            | EmptyAckPayload(_)
+            | ReservedSubscriptionOptions(_)
+            | InvalidSubscriptionQoS
+            | UnknownProperty(_) => ReasonCode::MALFORMED_PACKET,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+/// Decodes one packet from the front of `buf`.
+///
+/// `version` is `None` until the connection's CONNECT has been decoded: then
+/// only CONNECT is accepted, and it carries its own protocol level. Returns
+/// `Ok(None)`, consuming nothing, while `buf` holds less than a whole packet.
+/// A packet whose total size exceeds `max_packet_size` is refused as soon as
+/// its fixed header is known.
+pub fn decode_packet(
+    buf: &mut BytesMut,
+    version: Option<ProtocolVersion>,
+    max_packet_size: usize,
+) -> Result<Option<Packet>> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    let packet_type = first >> 4;
+    let flags = first & 0x0F;
+    // Checked before waiting for the body, so garbage is refused at once.
+    check_fixed_header(packet_type, flags, version)?;
+
+    let mut remaining: usize = 0;
+    let mut header_len = 0;
+    for i in 0..4 {
+        let Some(&b) = buf.get(1 + i) else {
+            return Ok(None);
+        };
+        remaining |= usize::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            if b == 0 && i > 0 {
+                return Err(DecodeError::MalformedVariableByteInteger);
+            }
+            header_len = 2 + i;
+            break;
+        }
+    }
+    if header_len == 0 {
+        return Err(DecodeError::MalformedVariableByteInteger);
+    }
+    let size = header_len + remaining;
+    if size > max_packet_size {
+        return Err(DecodeError::PacketTooLarge {
+            size,
+            max: max_packet_size,
+        });
+    }
+    if buf.len() < size {
+        return Ok(None);
+    }
+    let packet = buf.split_to(size).freeze();
+    let mut r = Reader::new(packet.slice(header_len..));
+    // CONNECT sets its own level; otherwise the header check ensured `Some`.
+    let v = version.unwrap_or(ProtocolVersion::V5);
+    let decoded = match packet_type {
+        1 => Packet::Connect(Box::new(decode_connect(&mut r)?)),
+        2 => Packet::ConnAck(decode_connack(&mut r, v)?),
+        3 => Packet::Publish(decode_publish(&mut r, v, flags)?),
+        4 => Packet::PubAck(decode_pub_response(&mut r, v, packet_type)?),
+        5 => Packet::PubRec(decode_pub_response(&mut r, v, packet_type)?),
+        6 => Packet::PubRel(decode_pub_response(&mut r, v, packet_type)?),
+        7 => Packet::PubComp(decode_pub_response(&mut r, v, packet_type)?),
+        8 => Packet::Subscribe(decode_subscribe(&mut r, v)?),
+        9 => Packet::SubAck(decode_suback(&mut r, v)?),
+        10 => Packet::Unsubscribe(decode_unsubscribe(&mut r, v)?),
+        11 => Packet::UnsubAck(decode_unsuback(&mut r, v)?),
+        12 => Packet::PingReq,
+        13 => Packet::PingResp,
+        14 => Packet::Disconnect(decode_disconnect(&mut r, v)?),
+        15 => Packet::Auth(decode_auth(&mut r)?),
+        other => return Err(DecodeError::ReservedPacketType(other)),
+    };
+    r.finish()?;
+    Ok(Some(decoded))
+}
+
+fn check_fixed_header(packet_type: u8, flags: u8, version: Option<ProtocolVersion>) -> Result<()> {
+    if packet_type == 0 {
+        return Err(DecodeError::ReservedPacketType(0));
+    }
+    let Some(version) = version else {
+        if packet_type != 1 {
+            return Err(DecodeError::ExpectedConnect(packet_type));
+        }
+        return check_flags(packet_type, flags, 0);
+    };
+    match packet_type {
+        15 if !version.is_v5() => Err(DecodeError::ReservedPacketType(15)),
+        3 => {
+            let qos = (flags >> 1) & 0b11;
+            if qos == 3 {
+                return Err(DecodeError::InvalidPublishQoS);
+            }
+            if qos == 0 && flags & 0b1000 != 0 {
+                return Err(DecodeError::DupWithQoS0);
+            }
+            Ok(())
+        }
+        // 3.1 sets DUP on a resent PUBREL/SUBSCRIBE/UNSUBSCRIBE and says the
+        // other packets' flags are unused; only the QoS 1 marking is required.
+        6 | 8 | 10 if version == ProtocolVersion::V31 => {
+            check_flags(packet_type, flags & 0b0111, 0b0010)
+        }
+        _ if version == ProtocolVersion::V31 => Ok(()),
+        6 | 8 | 10 => check_flags(packet_type, flags, 0b0010),
+        _ => check_flags(packet_type, flags, 0),
+    }
+}
+
+fn check_flags(packet_type: u8, flags: u8, expected: u8) -> Result<()> {
+    if flags == expected {
+        Ok(())
+    } else {
+        Err(DecodeError::InvalidHeaderFlags { packet_type, flags })
+    }
+}
+
+/// A cursor over one packet's bytes. Every read is bounds-checked.
+struct Reader {
+    buf: Bytes,
+    pos: usize,
+}
+
+impl Reader {
+    fn new(buf: Bytes) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    fn finish(&self) -> Result<()> {
+        match self.remaining() {
+            0 => Ok(()),
+            n => Err(DecodeError::TrailingBytes(n)),
+        }
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let end = self.pos.checked_add(N).ok_or(DecodeError::UnexpectedEnd)?;
+        let bytes = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(DecodeError::UnexpectedEnd)?;
+        let mut out = [0; N];
+        out.copy_from_slice(bytes);
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn packet_id(&mut self) -> Result<PacketId> {
+        PacketId::new(self.u16()?).ok_or(DecodeError::ZeroPacketId)
+    }
+
+    fn variable_int(&mut self) -> Result<u32> {
+        let mut value: u32 = 0;
+        for i in 0..4 {
+            let b = self.u8()?;
+            value |= u32::from(b & 0x7F) << (7 * i);
+            if b & 0x80 == 0 {
+                if b == 0 && i > 0 {
+                    return Err(DecodeError::MalformedVariableByteInteger);
+                }
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::MalformedVariableByteInteger)
+    }
+
+    fn take(&mut self, n: usize) -> Result<Bytes> {
+        if n > self.remaining() {
+            return Err(DecodeError::UnexpectedEnd);
+        }
+        let out = self.buf.slice(self.pos..self.pos + n);
+        self.pos += n;
+        Ok(out)
+    }
+
+    fn rest(&mut self) -> Bytes {
+        let out = self.buf.slice(self.pos.min(self.buf.len())..);
+        self.pos = self.buf.len();
+        out
+    }
+
+    fn binary(&mut self) -> Result<Bytes> {
+        let len = self.u16()?;
+        self.take(usize::from(len))
+    }
+
+    fn string(&mut self) -> Result<ByteString> {
+        let raw = self.binary()?;
+        if raw.contains(&0) {
+            return Err(DecodeError::NullCharacter);
+        }
+        ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8)
+    }
+}
+
+fn decode_connect(r: &mut Reader) -> Result<Connect> {
+    let name = r.binary()?;
+    let level = r.u8()?;
+    let protocol = match (&name[..], level) {
+        (b"MQTT", 4) => ProtocolVersion::V311,
+        (b"MQTT", 5) => ProtocolVersion::V5,
+        (b"MQIsdp", 3) => ProtocolVersion::V31,
+        (b"MQTT", _) | (b"MQIsdp", _) => {
+            return Err(DecodeError::UnsupportedProtocolVersion { level })
+        }
+        _ => return Err(DecodeError::InvalidProtocolName),
+    };
+    let flags = r.u8()?;
+    if flags & 0x01 != 0 {
+        return Err(DecodeError::ConnectReservedFlag);
+    }
+    let clean_start = flags & 0x02 != 0;
+    let will_flag = flags & 0x04 != 0;
+    let will_qos = (flags >> 3) & 0b11;
+    let will_retain = flags & 0x20 != 0;
+    let has_password = flags & 0x40 != 0;
+    let has_username = flags & 0x80 != 0;
+    if !will_flag && (will_qos != 0 || will_retain) {
+        return Err(DecodeError::WillFlagsWithoutWill);
+    }
+    let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::InvalidWillQoS)?;
+    if has_password && !has_username && !protocol.is_v5() {
+        return Err(DecodeError::PasswordWithoutUsername);
+    }
+    let keep_alive = r.u16()?;
+    let properties = decode_properties_if(r, protocol, PropertyContext::Connect)?;
+    let client_id = r.string()?;
+    let will = if will_flag {
+        let properties = decode_properties_if(r, protocol, PropertyContext::Will)?;
+        let topic = r.string()?;
+        validate_topic_name(&topic).map_err(DecodeError::InvalidTopicName)?;
+        let payload = r.binary()?;
+        Some(LastWill {
+            topic,
+            payload,
+            qos: will_qos,
+            retain: will_retain,
+            properties,
+        })
+    } else {
+        None
+    };
+    let username = if has_username {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if has_password {
+        Some(r.binary()?)
+    } else {
+        None
+    };
+    Ok(Connect {
+        protocol,
+        clean_start,
+        keep_alive,
+        client_id,
+        will,
+        username,
+        password,
+        properties,
+    })
+}
+
+fn decode_connack(r: &mut Reader, v: ProtocolVersion) -> Result<ConnAck> {
+    let flags = r.u8()?;
+    if flags & 0xFE != 0 {
+        return Err(DecodeError::ConnAckReservedFlags);
+    }
+    let session_present = flags & 0x01 != 0;
+    let code = r.u8()?;
+    if v.is_v5() {
+        check_reason(2, code)?;
+    } else if code > 5 {
+        return Err(DecodeError::InvalidConnectReturnCode(code));
+    }
+    if session_present && code != 0 {
+        return Err(DecodeError::SessionPresentWithError);
+    }
+    let properties = decode_properties_if(r, v, PropertyContext::ConnAck)?;
+    Ok(ConnAck {
+        session_present,
+        code,
+        properties,
+    })
+}
+
+fn decode_publish(r: &mut Reader, v: ProtocolVersion, flags: u8) -> Result<Publish> {
+    // The fixed header check already refused QoS 3 and DUP on QoS 0.
+    let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::InvalidPublishQoS)?;
+    let topic = r.string()?;
+    let packet_id = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        Some(r.packet_id()?)
+    };
+    let properties = decode_properties_if(r, v, PropertyContext::Publish)?;
+    // 5.0 lets an empty topic stand for the one the topic alias maps to.
+    if !(topic.is_empty() && properties.topic_alias.is_some()) {
+        validate_topic_name(&topic).map_err(DecodeError::InvalidTopicName)?;
+    }
+    Ok(Publish {
+        dup: flags & 0b1000 != 0,
+        qos,
+        retain: flags & 0b0001 != 0,
+        topic,
+        packet_id,
+        payload: r.rest(),
+        properties,
+    })
+}
+
+fn decode_pub_response(r: &mut Reader, v: ProtocolVersion, packet_type: u8) -> Result<PubResponse> {
+    let packet_id = r.packet_id()?;
+    let mut out = PubResponse::new(packet_id);
+    // 5.0 omits the reason code when it is Success with no properties, and
+    // the property length when there are no properties.
+    if v.is_v5() && r.remaining() > 0 {
+        out.reason = ReasonCode(r.u8()?);
+        check_reason(packet_type, out.reason.0)?;
+        if r.remaining() > 0 {
+            out.properties = decode_properties(r, PropertyContext::PubResponse)?;
+        }
+    }
+    Ok(out)
+}
+
+fn decode_subscribe(r: &mut Reader, v: ProtocolVersion) -> Result<Subscribe> {
+    let packet_id = r.packet_id()?;
+    let properties = decode_properties_if(r, v, PropertyContext::Subscribe)?;
+    let mut filters = Vec::new();
+    while r.remaining() > 0 {
+        let filter = r.string()?;
+        validate_topic_filter(&filter).map_err(DecodeError::InvalidTopicFilter)?;
+        let options = r.u8()?;
+        let reserved = if v.is_v5() { 0xC0 } else { 0xFC };
+        if options & reserved != 0 {
+            return Err(DecodeError::ReservedSubscriptionOptions(options));
+        }
+        let qos = QoS::from_u8(options & 0b11).ok_or(DecodeError::InvalidSubscriptionQoS)?;
+        let retain_handling = match (options >> 4) & 0b11 {
+            0 => RetainHandling::SendAtSubscribe,
+            1 => RetainHandling::SendAtSubscribeIfNew,
+            2 => RetainHandling::DoNotSend,
+            _ => return Err(DecodeError::InvalidRetainHandling),
+        };
+        let no_local = options & 0b0100 != 0;
+        if no_local && crate::topic::parse_shared(&filter).is_some() {
+            return Err(DecodeError::NoLocalOnSharedSubscription);
+        }
+        filters.push((
+            filter,
+            SubscriptionOptions {
+                qos,
+                no_local,
+                retain_as_published: options & 0b1000 != 0,
+                retain_handling,
+            },
+        ));
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::EmptySubscribe);
+    }
+    Ok(Subscribe {
+        packet_id,
+        filters,
+        properties,
+    })
+}
+
+fn decode_suback(r: &mut Reader, v: ProtocolVersion) -> Result<SubAck> {
+    let packet_id = r.packet_id()?;
+    let properties = decode_properties_if(r, v, PropertyContext::SubAck)?;
+    let reasons = decode_reason_list(r, v, 9)?;
+    Ok(SubAck {
+        packet_id,
+        reasons,
+        properties,
+    })
+}
+
+fn decode_unsubscribe(r: &mut Reader, v: ProtocolVersion) -> Result<Unsubscribe> {
+    let packet_id = r.packet_id()?;
+    let properties = decode_properties_if(r, v, PropertyContext::Unsubscribe)?;
+    let mut filters = Vec::new();
+    while r.remaining() > 0 {
+        let filter = r.string()?;
+        validate_topic_filter(&filter).map_err(DecodeError::InvalidTopicFilter)?;
+        filters.push(filter);
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::EmptyUnsubscribe);
+    }
+    Ok(Unsubscribe {
+        packet_id,
+        filters,
+        properties,
+    })
+}
+
+fn decode_unsuback(r: &mut Reader, v: ProtocolVersion) -> Result<UnsubAck> {
+    let packet_id = r.packet_id()?;
+    if !v.is_v5() {
+        return Ok(UnsubAck {
+            packet_id,
+            reasons: Vec::new(),
+            properties: Properties::default(),
+        });
+    }
+    let properties = decode_properties(r, PropertyContext::UnsubAck)?;
+    let reasons = decode_reason_list(r, v, 11)?;
+    Ok(UnsubAck {
+        packet_id,
+        reasons,
+        properties,
+    })
+}
+
+fn decode_reason_list(
+    r: &mut Reader,
+    v: ProtocolVersion,
+    packet_type: u8,
+) -> Result<Vec<ReasonCode>> {
+    let mut reasons = Vec::with_capacity(r.remaining());
+    while r.remaining() > 0 {
+        let code = r.u8()?;
+        if v.is_v5() {
+            check_reason(packet_type, code)?;
+        } else if !matches!(code, 0 | 1 | 2 | 0x80) {
+            return Err(DecodeError::InvalidReasonCode { packet_type, code });
+        }
+        reasons.push(ReasonCode(code));
+    }
+    if reasons.is_empty() {
+        return Err(DecodeError::EmptyAckPayload(packet_type));
+    }
+    Ok(reasons)
+}
+
+fn decode_disconnect(r: &mut Reader, v: ProtocolVersion) -> Result<Disconnect> {
+    let mut out = Disconnect::default();
+    if v.is_v5() && r.remaining() > 0 {
+        out.reason = ReasonCode(r.u8()?);
+        check_reason(14, out.reason.0)?;
+        if r.remaining() > 0 {
+            out.properties = decode_properties(r, PropertyContext::Disconnect)?;
+        }
+    }
+    Ok(out)
+}
+
+fn decode_auth(r: &mut Reader) -> Result<Auth> {
+    let mut out = Auth::default();
+    if r.remaining() > 0 {
+        out.reason = ReasonCode(r.u8()?);
+        check_reason(15, out.reason.0)?;
+        if r.remaining() > 0 {
+            out.properties = decode_properties(r, PropertyContext::Auth)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `code` is one of the 5.0 reason codes listed for `packet_type`.
+pub(crate) fn reason_allowed(packet_type: u8, code: u8) -> bool {
+    match packet_type {
+        2 => matches!(
+            code,
+            0x00 | 0x80
+                | 0x81
+                | 0x82
+                | 0x83
+                | 0x84
+                | 0x85
+                | 0x86
+                | 0x87
+                | 0x88
+                | 0x89
+                | 0x8A
+                | 0x8C
+                | 0x90
+                | 0x95
+                | 0x97
+                | 0x99
+                | 0x9A
+                | 0x9B
+                | 0x9C
+                | 0x9D
+                | 0x9F
+        ),
+        4 | 5 => matches!(
+            code,
+            0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99
+        ),
+        6 | 7 => matches!(code, 0x00 | 0x92),
+        9 => matches!(
+            code,
+            0x00 | 0x01 | 0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2
+        ),
+        11 => matches!(code, 0x00 | 0x11 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91),
+        14 => matches!(
+            code,
+            0x00 | 0x04
+                | 0x80
+                | 0x81
+                | 0x82
+                | 0x83
+                | 0x87
+                | 0x89
+                | 0x8B
+                | 0x8D
+                | 0x8E
+                | 0x8F
+                | 0x90
+                | 0x93
+                | 0x94
+                | 0x95
+                | 0x96
+                | 0x97
+                | 0x98
+                | 0x99
+                | 0x9A
+                | 0x9B
+                | 0x9C
+                | 0x9D
+                | 0x9E
+                | 0x9F
+                | 0xA0
+                | 0xA1
+                | 0xA2
+        ),
+        15 => matches!(code, 0x00 | 0x18 | 0x19),
+        _ => false,
+    }
+}
+
+fn check_reason(packet_type: u8, code: u8) -> Result<()> {
+    if reason_allowed(packet_type, code) {
+        Ok(())
+    } else {
+        Err(DecodeError::InvalidReasonCode { packet_type, code })
+    }
+}
+
+fn decode_properties_if(
+    r: &mut Reader,
+    v: ProtocolVersion,
+    ctx: PropertyContext,
+) -> Result<Properties> {
+    if v.is_v5() {
+        decode_properties(r, ctx)
+    } else {
+        Ok(Properties::default())
+    }
+}
+
+fn flag_byte(id: u8, value: u8) -> Result<u8> {
+    if value <= 1 {
+        Ok(value)
+    } else {
+        Err(DecodeError::InvalidPropertyValue {
+            id,
+            value: value.into(),
+        })
+    }
+}
+
+fn decode_properties(r: &mut Reader, ctx: PropertyContext) -> Result<Properties> {
+    let len = r.variable_int()?;
+    let mut r = Reader::new(r.take(usize::try_from(len).map_err(|_| DecodeError::UnexpectedEnd)?)?);
+    let mut p = Properties::default();
+    // Identifiers are all below 64: one bit each records "already seen".
+    let mut seen: u64 = 0;
+    while r.remaining() > 0 {
+        let wide_id = r.variable_int()?;
+        let id = u8::try_from(wide_id).map_err(|_| DecodeError::UnknownProperty(wide_id))?;
+        match ctx.allows(id) {
+            None => return Err(DecodeError::UnknownProperty(wide_id)),
+            Some(false) => {
+                return Err(DecodeError::PropertyNotAllowed {
+                    id,
+                    context: ctx.name(),
+                })
+            }
+            Some(true) => {}
+        }
+        let repeatable = id == prop::USER_PROPERTY
+            || (id == prop::SUBSCRIPTION_IDENTIFIER && ctx == PropertyContext::Publish);
+        if !repeatable {
+            let bit = 1u64 << (id & 63);
+            if seen & bit != 0 {
+                return Err(DecodeError::DuplicateProperty(id));
+            }
+            seen |= bit;
+        }
+        match id {
+            prop::PAYLOAD_FORMAT_INDICATOR => {
+                p.payload_format_indicator = Some(flag_byte(id, r.u8()?)?)
+            }
+            prop::MESSAGE_EXPIRY_INTERVAL => p.message_expiry_interval = Some(r.u32()?),
+            prop::CONTENT_TYPE => p.content_type = Some(r.string()?),
+            prop::RESPONSE_TOPIC => {
+                let topic = r.string()?;
+                validate_topic_name(&topic).map_err(DecodeError::InvalidResponseTopic)?;
+                p.response_topic = Some(topic);
+            }
+            prop::CORRELATION_DATA => p.correlation_data = Some(r.binary()?),
+            prop::SUBSCRIPTION_IDENTIFIER => {
+                let value = r.variable_int()?;
+                if value == 0 {
+                    return Err(DecodeError::InvalidPropertyValue { id, value });
+                }
+                p.subscription_identifiers.push(value);
+            }
+            prop::SESSION_EXPIRY_INTERVAL => p.session_expiry_interval = Some(r.u32()?),
+            prop::ASSIGNED_CLIENT_IDENTIFIER => p.assigned_client_identifier = Some(r.string()?),
+            prop::SERVER_KEEP_ALIVE => p.server_keep_alive = Some(r.u16()?),
+            prop::AUTHENTICATION_METHOD => p.authentication_method = Some(r.string()?),
+            prop::AUTHENTICATION_DATA => p.authentication_data = Some(r.binary()?),
+            prop::REQUEST_PROBLEM_INFORMATION => {
+                p.request_problem_information = Some(flag_byte(id, r.u8()?)?)
+            }
+            prop::WILL_DELAY_INTERVAL => p.will_delay_interval = Some(r.u32()?),
+            prop::REQUEST_RESPONSE_INFORMATION => {
+                p.request_response_information = Some(flag_byte(id, r.u8()?)?)
+            }
+            prop::RESPONSE_INFORMATION => p.response_information = Some(r.string()?),
+            prop::SERVER_REFERENCE => p.server_reference = Some(r.string()?),
+            prop::REASON_STRING => p.reason_string = Some(r.string()?),
+            prop::RECEIVE_MAXIMUM => {
+                let value = r.u16()?;
+                if value == 0 {
+                    return Err(DecodeError::InvalidPropertyValue { id, value: 0 });
+                }
+                p.receive_maximum = Some(value);
+            }
+            prop::TOPIC_ALIAS_MAXIMUM => p.topic_alias_maximum = Some(r.u16()?),
+            // Alias 0 is the broker's to refuse, with DISCONNECT 0x94.
+            prop::TOPIC_ALIAS => p.topic_alias = Some(r.u16()?),
+            prop::MAXIMUM_QOS => p.maximum_qos = Some(flag_byte(id, r.u8()?)?),
+            prop::RETAIN_AVAILABLE => p.retain_available = Some(flag_byte(id, r.u8()?)?),
+            prop::USER_PROPERTY => {
+                let key = r.string()?;
+                let value = r.string()?;
+                p.user_properties.push((key, value));
+            }
+            prop::MAXIMUM_PACKET_SIZE => {
+                let value = r.u32()?;
+                if value == 0 {
+                    return Err(DecodeError::InvalidPropertyValue { id, value });
+                }
+                p.maximum_packet_size = Some(value);
+            }
+            prop::WILDCARD_SUBSCRIPTION_AVAILABLE => {
+                p.wildcard_subscription_available = Some(flag_byte(id, r.u8()?)?)
+            }
+            prop::SUBSCRIPTION_IDENTIFIER_AVAILABLE => {
+                p.subscription_identifier_available = Some(flag_byte(id, r.u8()?)?)
+            }
+            prop::SHARED_SUBSCRIPTION_AVAILABLE => {
+                p.shared_subscription_available = Some(flag_byte(id, r.u8()?)?)
+            }
+            _ => return Err(DecodeError::UnknownProperty(wide_id)),
+        }
+    }
+    if p.authentication_data.is_some() && p.authentication_method.is_none() {
+        return Err(DecodeError::AuthDataWithoutMethod);
+    }
+    Ok(p)
+}
