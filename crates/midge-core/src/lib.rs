@@ -7,5 +7,17 @@
 //! deterministically.
 #![forbid(unsafe_code)]
 
+pub mod broker;
+pub mod config;
+pub mod event;
+pub mod ids;
+pub mod message;
 pub mod retained;
+pub mod session;
 pub mod topic_tree;
+
+pub use broker::{Broker, Stats, Transmit};
+pub use config::BrokerConfig;
+pub use event::{BrokerEvent, DisconnectReason};
+pub use ids::{ConnId, SessionKey};
+pub use message::{Message, SharedMessage};
