@@ -833,3 +833,918 @@ fn decode_properties(r: &mut Reader, ctx: PropertyContext) -> Result<Properties>
     }
     Ok(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::TopicError;
+    use ProtocolVersion::*;
+
+    const MAX: usize = 1 << 20;
+
+    fn dec(bytes: &[u8], v: Option<ProtocolVersion>) -> Result<Option<Packet>> {
+        decode_packet(&mut BytesMut::from(bytes), v, MAX)
+    }
+
+    /// Fixed header byte, then the remaining length (small bodies only).
+    fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+        assert!(body.len() < 128);
+        let mut out = vec![first, body.len() as u8];
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn s(text: &str) -> Vec<u8> {
+        let mut out = (text.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+
+    fn cat(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    /// CONNECT with the given name, level and flags, client id "c", no will.
+    fn connect(name: &str, level: u8, flags: u8, rest: &[u8]) -> Vec<u8> {
+        let props: &[u8] = if level == 5 { &[0] } else { &[] };
+        frame(
+            0x10,
+            &cat(&[&s(name), &[level, flags, 0, 60], props, &s("c"), rest]),
+        )
+    }
+
+    fn publish5(props: &[u8]) -> Vec<u8> {
+        let mut body = cat(&[&s("t"), &[props.len() as u8], props]);
+        body.extend_from_slice(b"x");
+        frame(0x30, &body)
+    }
+
+    /// Name, version, bytes, expected error, clause the message must cite.
+    type Case = (
+        &'static str,
+        Option<ProtocolVersion>,
+        Vec<u8>,
+        DecodeError,
+        &'static str,
+    );
+
+    #[test]
+    fn refused_with_the_expected_error() {
+        use DecodeError as E;
+        let cases: Vec<Case> = vec![
+            (
+                "first packet not CONNECT",
+                None,
+                frame(0x30, &cat(&[&s("a")])),
+                E::ExpectedConnect(3),
+                "[MQTT-3.1.0-1]",
+            ),
+            (
+                "PINGREQ before CONNECT",
+                None,
+                vec![0xC0, 0],
+                E::ExpectedConnect(12),
+                "[MQTT-3.1.0-1]",
+            ),
+            (
+                "bad protocol name",
+                None,
+                connect("MQTX", 4, 2, &[]),
+                E::InvalidProtocolName,
+                "[MQTT-3.1.2-1]",
+            ),
+            (
+                "MQTT level 3",
+                None,
+                connect("MQTT", 3, 2, &[]),
+                E::UnsupportedProtocolVersion { level: 3 },
+                "[MQTT-3.1.2-2]",
+            ),
+            (
+                "MQIsdp level 4",
+                None,
+                connect("MQIsdp", 4, 2, &[]),
+                E::UnsupportedProtocolVersion { level: 4 },
+                "[MQTT-3.1.2-2]",
+            ),
+            (
+                "MQTT level 6",
+                None,
+                connect("MQTT", 6, 2, &[]),
+                E::UnsupportedProtocolVersion { level: 6 },
+                "[MQTT-3.1.2-2]",
+            ),
+            (
+                "CONNECT reserved flag",
+                None,
+                connect("MQTT", 4, 3, &[]),
+                E::ConnectReservedFlag,
+                "[MQTT-3.1.2-3]",
+            ),
+            (
+                "will QoS without will",
+                None,
+                connect("MQTT", 4, 0x08, &[]),
+                E::WillFlagsWithoutWill,
+                "[MQTT-3.1.2-11]",
+            ),
+            (
+                "will retain without will",
+                None,
+                connect("MQTT", 5, 0x20, &[]),
+                E::WillFlagsWithoutWill,
+                "[MQTT-3.1.2-11]",
+            ),
+            (
+                "will QoS 3",
+                None,
+                connect("MQTT", 4, 0x1C, &cat(&[&s("w"), &s("p")])),
+                E::InvalidWillQoS,
+                "[MQTT-3.1.2-14]",
+            ),
+            (
+                "password without user name 3.1.1",
+                None,
+                connect("MQTT", 4, 0x40, &s("pw")),
+                E::PasswordWithoutUsername,
+                "[MQTT-3.1.2-22]",
+            ),
+            (
+                "password without user name 3.1",
+                None,
+                connect("MQIsdp", 3, 0x40, &s("pw")),
+                E::PasswordWithoutUsername,
+                "[MQTT-3.1.2-22]",
+            ),
+            (
+                "will topic with wildcard",
+                None,
+                connect("MQTT", 4, 0x04, &cat(&[&s("w/#"), &s("p")])),
+                E::InvalidTopicName(TopicError::WildcardInName),
+                "[MQTT-3.3.2-2]",
+            ),
+            (
+                "CONNECT header flags",
+                None,
+                vec![0x11, 0],
+                E::InvalidHeaderFlags {
+                    packet_type: 1,
+                    flags: 1,
+                },
+                "[MQTT-2.2.2-1]",
+            ),
+            (
+                "PUBREL flags 0",
+                Some(V311),
+                frame(0x60, &[0, 1]),
+                E::InvalidHeaderFlags {
+                    packet_type: 6,
+                    flags: 0,
+                },
+                "[MQTT-2.2.2-1]",
+            ),
+            (
+                "SUBSCRIBE flags 0",
+                Some(V5),
+                frame(0x80, &[0, 1]),
+                E::InvalidHeaderFlags {
+                    packet_type: 8,
+                    flags: 0,
+                },
+                "[MQTT-2.1.3-1]",
+            ),
+            (
+                "UNSUBSCRIBE flags 0",
+                Some(V311),
+                frame(0xA0, &[0, 1]),
+                E::InvalidHeaderFlags {
+                    packet_type: 10,
+                    flags: 0,
+                },
+                "[MQTT-2.2.2-1]",
+            ),
+            (
+                "PUBACK flags 1",
+                Some(V311),
+                frame(0x41, &[0, 1]),
+                E::InvalidHeaderFlags {
+                    packet_type: 4,
+                    flags: 1,
+                },
+                "[MQTT-2.2.2-1]",
+            ),
+            (
+                "PINGREQ flags",
+                Some(V5),
+                vec![0xC8, 0],
+                E::InvalidHeaderFlags {
+                    packet_type: 12,
+                    flags: 8,
+                },
+                "[MQTT-2.1.3-1]",
+            ),
+            (
+                "packet type 0",
+                Some(V311),
+                vec![0x00, 0],
+                E::ReservedPacketType(0),
+                "reserved control packet type",
+            ),
+            (
+                "AUTH in 3.1.1",
+                Some(V311),
+                vec![0xF0, 0],
+                E::ReservedPacketType(15),
+                "reserved control packet type",
+            ),
+            (
+                "PUBLISH QoS 3",
+                Some(V311),
+                frame(0x36, &cat(&[&s("a"), &[0, 1]])),
+                E::InvalidPublishQoS,
+                "[MQTT-3.3.1-4]",
+            ),
+            (
+                "DUP on QoS 0",
+                Some(V5),
+                frame(0x38, &cat(&[&s("a"), &[0]])),
+                E::DupWithQoS0,
+                "[MQTT-3.3.1-2]",
+            ),
+            (
+                "topic with +",
+                Some(V311),
+                frame(0x30, &s("a/+")),
+                E::InvalidTopicName(TopicError::WildcardInName),
+                "[MQTT-3.3.2-2]",
+            ),
+            (
+                "topic with #",
+                Some(V5),
+                frame(0x30, &cat(&[&s("#"), &[0]])),
+                E::InvalidTopicName(TopicError::WildcardInName),
+                "[MQTT-3.3.2-2]",
+            ),
+            (
+                "empty topic 3.1.1",
+                Some(V311),
+                frame(0x30, &s("")),
+                E::InvalidTopicName(TopicError::Empty),
+                "[MQTT-4.7.3-1]",
+            ),
+            (
+                "empty topic 5.0 without alias",
+                Some(V5),
+                frame(0x30, &cat(&[&s(""), &[0]])),
+                E::InvalidTopicName(TopicError::Empty),
+                "[MQTT-4.7.3-1]",
+            ),
+            (
+                "invalid UTF-8",
+                Some(V311),
+                frame(0x30, &[0, 2, 0xC3, 0x28]),
+                E::InvalidUtf8,
+                "[MQTT-1.5.4-1]",
+            ),
+            (
+                "UTF-16 surrogate",
+                Some(V311),
+                frame(0x30, &[0, 3, 0xED, 0xA0, 0x80]),
+                E::InvalidUtf8,
+                "[MQTT-1.5.4-1]",
+            ),
+            (
+                "U+0000 in topic",
+                Some(V311),
+                frame(0x30, &[0, 3, b'a', 0, b'b']),
+                E::NullCharacter,
+                "[MQTT-1.5.4-2]",
+            ),
+            (
+                "U+0000 in client id",
+                None,
+                frame(0x10, &cat(&[&s("MQTT"), &[4, 2, 0, 60], &[0, 1, 0]])),
+                E::NullCharacter,
+                "[MQTT-1.5.4-2]",
+            ),
+            (
+                "PUBLISH packet id 0",
+                Some(V311),
+                frame(0x32, &cat(&[&s("a"), &[0, 0]])),
+                E::ZeroPacketId,
+                "[MQTT-2.2.1-3]",
+            ),
+            (
+                "PUBACK packet id 0",
+                Some(V311),
+                frame(0x40, &[0, 0]),
+                E::ZeroPacketId,
+                "[MQTT-2.3.1-1]",
+            ),
+            (
+                "SUBSCRIBE packet id 0",
+                Some(V311),
+                frame(0x82, &cat(&[&[0, 0], &s("a"), &[0]])),
+                E::ZeroPacketId,
+                "[MQTT-2.2.1-3]",
+            ),
+            (
+                "SUBSCRIBE without filter",
+                Some(V311),
+                frame(0x82, &[0, 1]),
+                E::EmptySubscribe,
+                "[MQTT-3.8.3-3]",
+            ),
+            (
+                "SUBSCRIBE 5.0 without filter",
+                Some(V5),
+                frame(0x82, &[0, 1, 0]),
+                E::EmptySubscribe,
+                "[MQTT-3.8.3-3]",
+            ),
+            (
+                "UNSUBSCRIBE without filter",
+                Some(V311),
+                frame(0xA2, &[0, 1]),
+                E::EmptyUnsubscribe,
+                "[MQTT-3.10.3-2]",
+            ),
+            (
+                "subscription options reserved 3.1.1",
+                Some(V311),
+                frame(0x82, &cat(&[&[0, 1], &s("a"), &[0x04]])),
+                E::ReservedSubscriptionOptions(4),
+                "[MQTT-3-8.3-4]",
+            ),
+            (
+                "subscription options reserved 5.0",
+                Some(V5),
+                frame(0x82, &cat(&[&[0, 1, 0], &s("a"), &[0x40]])),
+                E::ReservedSubscriptionOptions(0x40),
+                "[MQTT-3.8.3-5]",
+            ),
+            (
+                "subscription QoS 3",
+                Some(V311),
+                frame(0x82, &cat(&[&[0, 1], &s("a"), &[3]])),
+                E::InvalidSubscriptionQoS,
+                "QoS is 3",
+            ),
+            (
+                "retain handling 3",
+                Some(V5),
+                frame(0x82, &cat(&[&[0, 1, 0], &s("a"), &[0x30]])),
+                E::InvalidRetainHandling,
+                "retain handling",
+            ),
+            (
+                "no local on shared",
+                Some(V5),
+                frame(0x82, &cat(&[&[0, 1, 0], &s("$share/g/a"), &[0x04]])),
+                E::NoLocalOnSharedSubscription,
+                "[MQTT-3.8.3-4]",
+            ),
+            (
+                "filter # not last",
+                Some(V311),
+                frame(0x82, &cat(&[&[0, 1], &s("a/#/b"), &[0]])),
+                E::InvalidTopicFilter(TopicError::MisplacedMultiLevelWildcard),
+                "[MQTT-4.7.1-1]",
+            ),
+            (
+                "filter + not alone",
+                Some(V5),
+                frame(0xA2, &cat(&[&[0, 1, 0], &s("a+")])),
+                E::InvalidTopicFilter(TopicError::MisplacedSingleLevelWildcard),
+                "[MQTT-4.7.1-2]",
+            ),
+            (
+                "empty filter",
+                Some(V311),
+                frame(0xA2, &cat(&[&[0, 1], &s("")])),
+                E::InvalidTopicFilter(TopicError::Empty),
+                "[MQTT-4.7.3-1]",
+            ),
+            (
+                "bad share name",
+                Some(V311),
+                frame(0x82, &cat(&[&[0, 1], &s("$share//a"), &[0]])),
+                E::InvalidTopicFilter(TopicError::InvalidShareName),
+                "[MQTT-4.8.2-1]",
+            ),
+            (
+                "PUBACK 3.1.1 too long",
+                Some(V311),
+                frame(0x40, &[0, 1, 0]),
+                E::TrailingBytes(1),
+                "left over",
+            ),
+            (
+                "PINGREQ with body",
+                Some(V311),
+                frame(0xC0, &[0]),
+                E::TrailingBytes(1),
+                "left over",
+            ),
+            (
+                "DISCONNECT 3.1.1 with body",
+                Some(V311),
+                frame(0xE0, &[0]),
+                E::TrailingBytes(1),
+                "left over",
+            ),
+            (
+                "CONNACK 3.1.1 too long",
+                Some(V311),
+                frame(0x20, &[0, 0, 0]),
+                E::TrailingBytes(1),
+                "left over",
+            ),
+            (
+                "string past end",
+                Some(V311),
+                frame(0x32, &[0, 5, b'a', b'b']),
+                E::UnexpectedEnd,
+                "past the end",
+            ),
+            (
+                "PUBACK too short",
+                Some(V311),
+                frame(0x40, &[1]),
+                E::UnexpectedEnd,
+                "past the end",
+            ),
+            (
+                "CONNECT truncated",
+                None,
+                frame(0x10, &s("MQTT")),
+                E::UnexpectedEnd,
+                "past the end",
+            ),
+            (
+                "remaining length 5 bytes",
+                Some(V311),
+                vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+                E::MalformedVariableByteInteger,
+                "[MQTT-1.5.5-1]",
+            ),
+            (
+                "remaining length not minimal",
+                Some(V311),
+                vec![0xC0, 0x80, 0x00],
+                E::MalformedVariableByteInteger,
+                "[MQTT-1.5.5-1]",
+            ),
+            (
+                "property length past end",
+                Some(V5),
+                frame(0x30, &cat(&[&s("a"), &[5, 1]])),
+                E::UnexpectedEnd,
+                "past the end",
+            ),
+            (
+                "unknown property",
+                Some(V5),
+                publish5(&[0x05, 1]),
+                E::UnknownProperty(5),
+                "unknown property",
+            ),
+            (
+                "property not allowed",
+                Some(V5),
+                publish5(&[0x11, 0, 0, 0, 1]),
+                E::PropertyNotAllowed {
+                    id: 0x11,
+                    context: "PUBLISH",
+                },
+                "not allowed",
+            ),
+            (
+                "topic alias in CONNECT",
+                None,
+                frame(
+                    0x10,
+                    &cat(&[&s("MQTT"), &[5, 2, 0, 60, 3, 0x23, 0, 1], &s("c")]),
+                ),
+                E::PropertyNotAllowed {
+                    id: 0x23,
+                    context: "CONNECT",
+                },
+                "not allowed",
+            ),
+            (
+                "will delay in CONNECT",
+                None,
+                frame(
+                    0x10,
+                    &cat(&[&s("MQTT"), &[5, 2, 0, 60, 5, 0x18, 0, 0, 0, 1], &s("c")]),
+                ),
+                E::PropertyNotAllowed {
+                    id: 0x18,
+                    context: "CONNECT",
+                },
+                "not allowed",
+            ),
+            (
+                "topic alias in will",
+                None,
+                frame(
+                    0x10,
+                    &cat(&[
+                        &s("MQTT"),
+                        &[5, 6, 0, 60, 0],
+                        &s("c"),
+                        &[3, 0x23, 0, 1],
+                        &s("w"),
+                        &s("p"),
+                    ]),
+                ),
+                E::PropertyNotAllowed {
+                    id: 0x23,
+                    context: "will properties",
+                },
+                "not allowed",
+            ),
+            (
+                "duplicate property",
+                Some(V5),
+                publish5(&[0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2]),
+                E::DuplicateProperty(2),
+                "more than once",
+            ),
+            (
+                "two subscription identifiers in SUBSCRIBE",
+                Some(V5),
+                frame(0x82, &cat(&[&[0, 1, 4, 0x0B, 1, 0x0B, 2], &s("a"), &[0]])),
+                E::DuplicateProperty(0x0B),
+                "more than once",
+            ),
+            (
+                "subscription identifier 0",
+                Some(V5),
+                publish5(&[0x0B, 0]),
+                E::InvalidPropertyValue { id: 0x0B, value: 0 },
+                "invalid value",
+            ),
+            (
+                "payload format indicator 2",
+                Some(V5),
+                publish5(&[0x01, 2]),
+                E::InvalidPropertyValue { id: 1, value: 2 },
+                "invalid value",
+            ),
+            (
+                "receive maximum 0",
+                None,
+                frame(
+                    0x10,
+                    &cat(&[&s("MQTT"), &[5, 2, 0, 60, 3, 0x21, 0, 0], &s("c")]),
+                ),
+                E::InvalidPropertyValue { id: 0x21, value: 0 },
+                "invalid value",
+            ),
+            (
+                "maximum packet size 0",
+                None,
+                frame(
+                    0x10,
+                    &cat(&[&s("MQTT"), &[5, 2, 0, 60, 5, 0x27, 0, 0, 0, 0], &s("c")]),
+                ),
+                E::InvalidPropertyValue { id: 0x27, value: 0 },
+                "invalid value",
+            ),
+            (
+                "request problem information 2",
+                None,
+                frame(
+                    0x10,
+                    &cat(&[&s("MQTT"), &[5, 2, 0, 60, 2, 0x17, 2], &s("c")]),
+                ),
+                E::InvalidPropertyValue { id: 0x17, value: 2 },
+                "invalid value",
+            ),
+            (
+                "maximum QoS 2",
+                Some(V5),
+                frame(0x20, &[0, 0, 2, 0x24, 2]),
+                E::InvalidPropertyValue { id: 0x24, value: 2 },
+                "invalid value",
+            ),
+            (
+                "authentication data without method",
+                Some(V5),
+                frame(0xF0, &[0x18, 4, 0x16, 0, 1, 7]),
+                E::AuthDataWithoutMethod,
+                "authentication method",
+            ),
+            (
+                "response topic with wildcard",
+                Some(V5),
+                publish5(&cat(&[&[0x08], &s("r/#")])),
+                E::InvalidResponseTopic(TopicError::WildcardInName),
+                "[MQTT-3.3.2-14]",
+            ),
+            (
+                "property identifier too wide",
+                Some(V5),
+                publish5(&[0x81, 0x01, 0]),
+                E::UnknownProperty(0x81),
+                "unknown property",
+            ),
+            (
+                "PUBACK reason 0x92",
+                Some(V5),
+                frame(0x40, &[0, 1, 0x92]),
+                E::InvalidReasonCode {
+                    packet_type: 4,
+                    code: 0x92,
+                },
+                "not valid",
+            ),
+            (
+                "PUBREL reason 0x10",
+                Some(V5),
+                frame(0x62, &[0, 1, 0x10]),
+                E::InvalidReasonCode {
+                    packet_type: 6,
+                    code: 0x10,
+                },
+                "not valid",
+            ),
+            (
+                "DISCONNECT reason 0x05",
+                Some(V5),
+                frame(0xE0, &[0x05]),
+                E::InvalidReasonCode {
+                    packet_type: 14,
+                    code: 5,
+                },
+                "not valid",
+            ),
+            (
+                "AUTH reason 0x01",
+                Some(V5),
+                frame(0xF0, &[0x01]),
+                E::InvalidReasonCode {
+                    packet_type: 15,
+                    code: 1,
+                },
+                "not valid",
+            ),
+            (
+                "CONNACK reason 0x01",
+                Some(V5),
+                frame(0x20, &[0, 1, 0]),
+                E::InvalidReasonCode {
+                    packet_type: 2,
+                    code: 1,
+                },
+                "not valid",
+            ),
+            (
+                "SUBACK 3.1.1 code 3",
+                Some(V311),
+                frame(0x90, &[0, 1, 3]),
+                E::InvalidReasonCode {
+                    packet_type: 9,
+                    code: 3,
+                },
+                "not valid",
+            ),
+            (
+                "UNSUBACK 5.0 reason 0x01",
+                Some(V5),
+                frame(0xB0, &[0, 1, 0, 1]),
+                E::InvalidReasonCode {
+                    packet_type: 11,
+                    code: 1,
+                },
+                "not valid",
+            ),
+            (
+                "SUBACK without codes",
+                Some(V311),
+                frame(0x90, &[0, 1]),
+                E::EmptyAckPayload(9),
+                "no reason code",
+            ),
+            (
+                "UNSUBACK 5.0 without codes",
+                Some(V5),
+                frame(0xB0, &[0, 1, 0]),
+                E::EmptyAckPayload(11),
+                "no reason code",
+            ),
+            (
+                "CONNACK reserved flags",
+                Some(V311),
+                frame(0x20, &[2, 0]),
+                E::ConnAckReservedFlags,
+                "[MQTT-3.2.2-1]",
+            ),
+            (
+                "session present with error",
+                Some(V311),
+                frame(0x20, &[1, 5]),
+                E::SessionPresentWithError,
+                "[MQTT-3.2.2-4]",
+            ),
+            (
+                "CONNACK return code 6",
+                Some(V311),
+                frame(0x20, &[0, 6]),
+                E::InvalidConnectReturnCode(6),
+                "return code",
+            ),
+            (
+                "CONNACK 5.0 without properties",
+                Some(V5),
+                frame(0x20, &[0, 0]),
+                E::UnexpectedEnd,
+                "past the end",
+            ),
+        ];
+        for (name, version, bytes, want, clause) in cases {
+            let got = dec(&bytes, version);
+            assert_eq!(got, Err(want.clone()), "{name}");
+            let msg = want.to_string();
+            assert!(
+                msg.contains(clause),
+                "{name}: {msg:?} does not cite {clause}"
+            );
+        }
+    }
+
+    #[test]
+    fn accepted_edge_cases() {
+        let ok = |name: &str, v, bytes: Vec<u8>| {
+            let got = dec(&bytes, v);
+            assert!(matches!(got, Ok(Some(_))), "{name}: {got:?}");
+            got.unwrap().unwrap()
+        };
+        ok(
+            "password without user name 5.0",
+            None,
+            connect("MQTT", 5, 0x40, &s("pw")),
+        );
+        ok(
+            "empty client id",
+            None,
+            frame(0x10, &cat(&[&s("MQTT"), &[4, 2, 0, 60], &s("")])),
+        );
+        ok(
+            "second CONNECT decodes",
+            Some(V311),
+            connect("MQTT", 4, 2, &[]),
+        );
+        ok(
+            "3.1 SUBSCRIBE with DUP",
+            Some(V31),
+            frame(0x8A, &cat(&[&[0, 1], &s("a"), &[1]])),
+        );
+        ok(
+            "3.1 PUBACK with unused flags",
+            Some(V31),
+            frame(0x48, &[0, 1]),
+        );
+        let p = ok(
+            "empty topic with alias",
+            Some(V5),
+            frame(0x30, &cat(&[&s(""), &[3, 0x23, 0, 7]])),
+        );
+        assert!(matches!(p, Packet::Publish(ref p) if p.properties.topic_alias == Some(7)));
+        ok(
+            "topic alias 0 is the broker's business",
+            Some(V5),
+            publish5(&[0x23, 0, 0]),
+        );
+        let p = ok(
+            "two subscription identifiers in PUBLISH",
+            Some(V5),
+            publish5(&[0x0B, 1, 0x0B, 0x80, 0x01]),
+        );
+        assert!(
+            matches!(p, Packet::Publish(ref p) if p.properties.subscription_identifiers == [1, 128])
+        );
+        let p = ok("PUBACK short form", Some(V5), frame(0x40, &[0, 9]));
+        assert_eq!(
+            p,
+            Packet::PubAck(PubResponse::new(PacketId::new(9).unwrap()))
+        );
+        let p = ok("PUBREC reason only", Some(V5), frame(0x50, &[0, 9, 0x10]));
+        assert!(
+            matches!(p, Packet::PubRec(ref r) if r.reason == ReasonCode::NO_MATCHING_SUBSCRIBERS)
+        );
+        let p = ok("DISCONNECT short form", Some(V5), vec![0xE0, 0]);
+        assert_eq!(p, Packet::Disconnect(Disconnect::default()));
+        let p = ok("AUTH short form", Some(V5), vec![0xF0, 0]);
+        assert_eq!(p, Packet::Auth(Auth::default()));
+        let p = ok(
+            "user properties repeat",
+            Some(V5),
+            publish5(&cat(&[
+                &[0x26],
+                &s("k"),
+                &s("1"),
+                &[0x26],
+                &s("k"),
+                &s("2"),
+            ])),
+        );
+        assert!(matches!(p, Packet::Publish(ref p) if p.properties.user_properties.len() == 2));
+    }
+
+    #[test]
+    fn protocol_level_detection() {
+        for (name, level, want) in [("MQIsdp", 3, V31), ("MQTT", 4, V311), ("MQTT", 5, V5)] {
+            let p = dec(&connect(name, level, 2, &[]), None).unwrap().unwrap();
+            let Packet::Connect(c) = p else {
+                panic!("not CONNECT")
+            };
+            assert_eq!(c.protocol, want);
+            assert!(c.clean_start);
+            assert_eq!(c.client_id, "c");
+        }
+    }
+
+    #[test]
+    fn too_large_is_refused_from_the_fixed_header() {
+        // Only the fixed header has arrived; it announces 2 MiB.
+        let mut buf = BytesMut::from(&[0x30, 0xFF, 0xFF, 0x7F][..]);
+        let got = decode_packet(&mut buf, Some(V311), 1000);
+        assert_eq!(
+            got,
+            Err(DecodeError::PacketTooLarge {
+                size: 4 + 2_097_151,
+                max: 1000
+            })
+        );
+        assert_eq!(got.unwrap_err().reason_code(), ReasonCode::PACKET_TOO_LARGE);
+        // The limit counts the fixed header: 2 + 8 = 10 bytes.
+        let p = frame(0x30, &cat(&[&s("topic"), b"x"]));
+        assert_eq!(p.len(), 10);
+        assert!(decode_packet(&mut BytesMut::from(&p[..]), Some(V311), 10).is_ok());
+        assert_eq!(
+            decode_packet(&mut BytesMut::from(&p[..]), Some(V311), 9),
+            Err(DecodeError::PacketTooLarge { size: 10, max: 9 })
+        );
+    }
+
+    #[test]
+    fn consumes_exactly_one_packet() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&frame(0x40, &[0, 1]));
+        buf.extend_from_slice(&[0xC0, 0, 0xD0]);
+        let a = decode_packet(&mut buf, Some(V311), MAX).unwrap();
+        assert!(matches!(a, Some(Packet::PubAck(_))));
+        assert_eq!(&buf[..], &[0xC0, 0, 0xD0]);
+        assert_eq!(
+            decode_packet(&mut buf, Some(V311), MAX),
+            Ok(Some(Packet::PingReq))
+        );
+        assert_eq!(decode_packet(&mut buf, Some(V311), MAX), Ok(None));
+        assert_eq!(&buf[..], &[0xD0]);
+    }
+
+    #[test]
+    fn payload_is_not_copied() {
+        let bytes = frame(0x30, &cat(&[&s("t"), b"payload"]));
+        let mut buf = BytesMut::from(&bytes[..]);
+        let base = buf.as_ptr() as usize;
+        let Some(Packet::Publish(p)) = decode_packet(&mut buf, Some(V311), MAX).unwrap() else {
+            panic!("not PUBLISH")
+        };
+        assert_eq!(p.payload, &b"payload"[..]);
+        assert_eq!(p.payload.as_ptr() as usize, base + 5);
+        assert_eq!(p.topic.as_bytes().as_ptr() as usize, base + 4);
+    }
+
+    #[test]
+    fn reason_codes_for_errors() {
+        use DecodeError as E;
+        let cases = [
+            (E::UnexpectedEnd, ReasonCode::MALFORMED_PACKET),
+            (E::DuplicateProperty(1), ReasonCode::PROTOCOL_ERROR),
+            (
+                E::UnsupportedProtocolVersion { level: 6 },
+                ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            ),
+            (
+                E::PacketTooLarge { size: 2, max: 1 },
+                ReasonCode::PACKET_TOO_LARGE,
+            ),
+            (
+                E::InvalidTopicName(TopicError::Empty),
+                ReasonCode::TOPIC_NAME_INVALID,
+            ),
+            (
+                E::InvalidTopicFilter(TopicError::Empty),
+                ReasonCode::TOPIC_FILTER_INVALID,
+            ),
+            (E::ExpectedConnect(3), ReasonCode::PROTOCOL_ERROR),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.reason_code(), want, "{err}");
+        }
+    }
+}

@@ -18,3 +18,5 @@ pub use packet::*;
 pub use topic::{
     has_wildcard, parse_shared, validate_topic_filter, validate_topic_name, TopicError,
 };
+#[cfg(test)]
+mod roundtrip_tests;
