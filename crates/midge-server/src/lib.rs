@@ -1,1 +1,15 @@
-//! The server around midge-core. (being written)
+//! Midge's tokio server: it moves bytes and time into `midge-core` and the
+//! core's answers back out, and knows no MQTT rules beyond that.
+//!
+//! One router task owns the [`midge_core::Broker`]; every connection has a
+//! reader task (read, decode, forward in batches) and a writer task (encode a
+//! batch, one write call). Listeners are bound by the caller and passed in,
+//! with a shutdown future, so tests bind port 0.
+
+pub mod connection;
+pub mod log;
+pub mod router;
+pub mod server;
+
+pub use log::{LogType, Logger};
+pub use server::{serve, ServerOptions};

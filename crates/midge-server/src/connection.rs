@@ -1,0 +1,171 @@
+//! One client connection: a reader that decodes batches of packets for the
+//! router, and a writer that encodes each outgoing batch into one buffer and
+//! writes it with one call. Reading and writing run apart so a client that
+//! writes while it is not reading cannot deadlock the broker.
+
+use bytes::BytesMut;
+use midge_codec::{decode_packet, encode_packet, DecodeError, Packet, ProtocolVersion};
+use midge_core::{ConnId, Transmit};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::router::RouterMsg;
+
+/// Read buffer taken when data flows; see [`read_loop`].
+const READ_CHUNK: usize = 8 * 1024;
+/// Largest batch the writer builds before writing.
+const WRITE_BATCH: usize = 64 * 1024;
+/// How long a connection that sent garbage is given to receive our answer.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+pub async fn run_connection<S>(
+    stream: S,
+    conn: ConnId,
+    peer: String,
+    router: mpsc::Sender<RouterMsg>,
+    max_packet_size: usize,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (closed_tx, closed_rx) = oneshot::channel();
+    if router
+        .send(RouterMsg::Open {
+            conn,
+            writer: tx,
+            peer,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let writer = tokio::spawn(write_loop(wr, rx, closed_tx));
+    read_loop(rd, conn, &router, max_packet_size, closed_rx).await;
+    // The writer ends when the router drops its sender (after Lost) or
+    // after a closing batch.
+    let _ = writer.await;
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut rd: R,
+    conn: ConnId,
+    router: &mpsc::Sender<RouterMsg>,
+    max_packet_size: usize,
+    mut closed: oneshot::Receiver<bool>,
+) {
+    let mut buf = BytesMut::new();
+    let mut version: Option<ProtocolVersion> = None;
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        let n = tokio::select! {
+            r = rd.read_buf(&mut buf) => r,
+            by_broker = &mut closed => {
+                // The writer stopped: either the broker closed the connection
+                // (it knows), or a write failed (tell it).
+                if by_broker != Ok(true) {
+                    let _ = router.send(RouterMsg::Lost { conn }).await;
+                }
+                return;
+            }
+        };
+        match n {
+            Ok(0) | Err(_) => {
+                let _ = router.send(RouterMsg::Lost { conn }).await;
+                return;
+            }
+            Ok(_) => {}
+        }
+        let mut packets = Vec::new();
+        let mut error = None;
+        loop {
+            match decode_packet(&mut buf, version, max_packet_size) {
+                Ok(Some(p)) => {
+                    if let Packet::Connect(c) = &p {
+                        version.get_or_insert(c.protocol);
+                    }
+                    packets.push(p);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if !packets.is_empty()
+            && router
+                .send(RouterMsg::Packets { conn, packets })
+                .await
+                .is_err()
+        {
+            return;
+        }
+        if let Some(e) = error {
+            let msg = match e {
+                DecodeError::UnsupportedProtocolVersion { level } => {
+                    RouterMsg::UnsupportedVersion { conn, level }
+                }
+                e => RouterMsg::ProtocolError {
+                    conn,
+                    reason: e.reason_code(),
+                    detail: e.to_string(),
+                },
+            };
+            let _ = router.send(msg).await;
+            // Stop reading; give the writer a bounded time to send the answer.
+            let _ = tokio::time::timeout(CLOSE_GRACE, closed).await;
+            let _ = router.send(RouterMsg::Lost { conn }).await;
+            return;
+        }
+        // An idle connection keeps no read buffer.
+        if buf.is_empty() && buf.capacity() > READ_CHUNK * 4 {
+            buf = BytesMut::new();
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::UnboundedReceiver<Transmit>,
+    closed: oneshot::Sender<bool>,
+) {
+    let mut out = BytesMut::new();
+    let mut closed_by_broker = false;
+    'outer: while let Some(t) = rx.recv().await {
+        let mut close = encode(&t, &mut out);
+        while !close && out.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(t) => close = encode(&t, &mut out),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&out).await.is_err() {
+            break 'outer;
+        }
+        out.clear();
+        if out.capacity() > WRITE_BATCH * 2 {
+            out = BytesMut::new();
+        }
+        if close {
+            closed_by_broker = true;
+            break;
+        }
+    }
+    let _ = wr.flush().await;
+    let _ = wr.shutdown().await;
+    let _ = closed.send(closed_by_broker);
+}
+
+fn encode(t: &Transmit, out: &mut BytesMut) -> bool {
+    for p in &t.packets {
+        // The core only builds packets that encode; a failure here is a bug
+        // we must not turn into a crash.
+        let _ = encode_packet(p, t.protocol, out);
+    }
+    t.close
+}

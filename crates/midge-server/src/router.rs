@@ -1,0 +1,277 @@
+//! The router task: sole owner of the broker core. It takes batches of
+//! decoded packets from connection readers, runs the core, and hands each
+//! connection's outgoing batch to its writer. Owning the core in one task
+//! means no lock on the publish path; the per-connection work (reading,
+//! decoding, encoding, writing) runs in parallel on the other cores.
+
+use midge_codec::Packet;
+use midge_codec::{ProtocolVersion, ReasonCode};
+use midge_core::{Broker, BrokerEvent, ConnId, DisconnectReason, Transmit};
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+use crate::log::{LogType, Logger};
+
+/// What connection tasks tell the router.
+#[derive(Debug)]
+pub enum RouterMsg {
+    Open {
+        conn: ConnId,
+        writer: mpsc::UnboundedSender<Transmit>,
+        peer: String,
+    },
+    Packets {
+        conn: ConnId,
+        packets: Vec<Packet>,
+    },
+    /// The socket closed or failed.
+    Lost {
+        conn: ConnId,
+    },
+    /// The client sent bytes that do not decode; `reason` is the 5.0 code.
+    ProtocolError {
+        conn: ConnId,
+        reason: ReasonCode,
+        detail: String,
+    },
+    /// CONNECT with a protocol level we do not speak.
+    UnsupportedVersion {
+        conn: ConnId,
+        level: u8,
+    },
+}
+
+struct Peer {
+    writer: mpsc::UnboundedSender<Transmit>,
+    address: String,
+}
+
+/// Most messages handled before the router flushes outgoing batches: large
+/// enough to batch under load, small enough to keep latency low.
+const BATCH: usize = 256;
+
+pub async fn run_router(
+    mut broker: Broker,
+    mut rx: mpsc::Receiver<RouterMsg>,
+    log: Logger,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut peers: HashMap<ConnId, Peer> = HashMap::new();
+    tokio::pin!(shutdown);
+    loop {
+        let deadline = broker.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                let now = Instant::now();
+                handle(&mut broker, &mut peers, msg, now, &log);
+                for _ in 1..BATCH {
+                    match rx.try_recv() {
+                        Ok(msg) => handle(&mut broker, &mut peers, msg, now, &log),
+                        Err(_) => break,
+                    }
+                }
+                if broker.poll_timeout().is_some_and(|d| d <= now) {
+                    broker.handle_timeout(now);
+                }
+            }
+            _ = sleep => broker.handle_timeout(Instant::now()),
+            _ = &mut shutdown => {
+                broker.shutdown(Instant::now());
+                flush(&mut broker, &mut peers, &log);
+                break;
+            }
+        }
+        flush(&mut broker, &mut peers, &log);
+    }
+}
+
+fn handle(
+    broker: &mut Broker,
+    peers: &mut HashMap<ConnId, Peer>,
+    msg: RouterMsg,
+    now: Instant,
+    log: &Logger,
+) {
+    match msg {
+        RouterMsg::Open { conn, writer, peer } => {
+            peers.insert(
+                conn,
+                Peer {
+                    writer,
+                    address: peer,
+                },
+            );
+            broker.connection_opened(conn, now);
+        }
+        RouterMsg::Packets { conn, packets } => {
+            for p in packets {
+                broker.handle_packet(conn, p, now);
+            }
+        }
+        RouterMsg::Lost { conn } => {
+            broker.connection_lost(conn, now);
+            peers.remove(&conn);
+        }
+        RouterMsg::ProtocolError {
+            conn,
+            reason,
+            detail,
+        } => {
+            if let Some(p) = peers.get(&conn) {
+                crate::log!(
+                    log,
+                    LogType::NOTICE,
+                    "Bad packet from {}: {}",
+                    p.address,
+                    detail
+                );
+            }
+            broker.protocol_error(conn, reason, now);
+        }
+        RouterMsg::UnsupportedVersion { conn, level } => {
+            if let Some(p) = peers.get(&conn) {
+                crate::log!(
+                    log,
+                    LogType::NOTICE,
+                    "Refusing client from {}: unsupported protocol level {}.",
+                    p.address,
+                    level
+                );
+            }
+            broker.unsupported_protocol_version(conn, now);
+        }
+    }
+}
+
+fn flush(broker: &mut Broker, peers: &mut HashMap<ConnId, Peer>, log: &Logger) {
+    while let Some(t) = broker.poll_transmit() {
+        let close = t.close;
+        let conn = t.conn;
+        if let Some(p) = peers.get(&conn) {
+            // A writer that already stopped means the socket is gone; the
+            // reader reports that as Lost.
+            let _ = p.writer.send(t);
+        }
+        if close {
+            peers.remove(&conn);
+        }
+    }
+    for e in broker.drain_events() {
+        log_event(&e, peers, log);
+    }
+}
+
+fn protocol_tag(p: ProtocolVersion) -> u8 {
+    // Mosquitto's internal protocol numbers as its log shows them.
+    match p {
+        ProtocolVersion::V31 => 1,
+        ProtocolVersion::V311 => 2,
+        ProtocolVersion::V5 => 5,
+    }
+}
+
+fn log_event(e: &BrokerEvent, peers: &HashMap<ConnId, Peer>, log: &Logger) {
+    let address = |c: &ConnId| {
+        peers
+            .get(c)
+            .map(|p| p.address.as_str())
+            .unwrap_or("unknown")
+    };
+    match e {
+        BrokerEvent::ClientConnected {
+            conn,
+            client_id,
+            protocol,
+            clean_start,
+            keep_alive,
+            username,
+            ..
+        } => {
+            let user = username
+                .as_ref()
+                .map(|u| format!(", u'{u}'"))
+                .unwrap_or_default();
+            crate::log!(
+                log,
+                LogType::NOTICE,
+                "New client connected from {} as {} (p{}, c{}, k{}{}).",
+                address(conn),
+                client_id,
+                protocol_tag(*protocol),
+                u8::from(*clean_start),
+                keep_alive,
+                user
+            );
+        }
+        BrokerEvent::ConnectRefused {
+            conn,
+            client_id,
+            code,
+        } => {
+            crate::log!(
+                log,
+                LogType::NOTICE,
+                "Client {} from {} refused: CONNACK code {}.",
+                client_id,
+                address(conn),
+                code
+            );
+        }
+        BrokerEvent::ClientDisconnected {
+            client_id, reason, ..
+        } => {
+            let msg = match reason {
+                DisconnectReason::ClientDisconnected => format!("Client {client_id} disconnected."),
+                DisconnectReason::ConnectionLost => {
+                    format!("Client {client_id} closed its connection.")
+                }
+                DisconnectReason::KeepAliveTimeout => {
+                    format!("Client {client_id} has exceeded timeout, disconnecting.")
+                }
+                DisconnectReason::TakenOver => {
+                    format!("Client {client_id} already connected, closing old connection.")
+                }
+                DisconnectReason::ConnectTimeout => {
+                    format!("Client {client_id} sent no CONNECT in time.")
+                }
+                DisconnectReason::ProtocolError(rc) => {
+                    format!(
+                        "Client {client_id} disconnected due to protocol error (reason 0x{:02X}).",
+                        rc.0
+                    )
+                }
+                DisconnectReason::ServerShutdown => {
+                    format!("Client {client_id} disconnected: server shutting down.")
+                }
+            };
+            crate::log!(log, LogType::NOTICE, "{}", msg);
+        }
+        BrokerEvent::Subscribed {
+            client_id,
+            filter,
+            qos,
+        } => {
+            crate::log!(
+                log,
+                LogType::SUBSCRIBE,
+                "{} {} {}",
+                client_id,
+                *qos as u8,
+                filter
+            );
+        }
+        BrokerEvent::Unsubscribed { client_id, filter } => {
+            crate::log!(log, LogType::UNSUBSCRIBE, "{} {}", client_id, filter);
+        }
+        _ => {}
+    }
+}
