@@ -1,0 +1,284 @@
+//! The typed configuration: what the broker runs with once a
+//! `mosquitto.conf` has been read and Mosquitto 2.0's default rules applied.
+//!
+//! Every default is Mosquitto 2.0's and is written down where it is defined.
+//! This module owns the types and the rules that need no file (the
+//! local-only default, `-p`); reading files is `parser.rs`'s job.
+
+use std::path::PathBuf;
+
+/// Mosquitto's default port (`port`, and the default listener).
+pub const DEFAULT_PORT: u16 = 1883;
+
+/// Mosquitto's default `auto_id_prefix`.
+pub const DEFAULT_AUTO_ID_PREFIX: &str = "auto-";
+
+/// The broker's configuration, after defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where to listen. Never empty: with no `listener`, `port`,
+    /// `bind_address` or other listener option, Mosquitto 2.0 listens on
+    /// 127.0.0.1 and ::1, port 1883, and so does this (see `local_only`).
+    /// The default listener (set by `port`/`bind_address`, or by listener
+    /// options given before the first `listener`) comes last, as in Mosquitto.
+    pub listeners: Vec<ListenerConfig>,
+    /// True when the file configured no listener: Mosquitto 2.0's "local
+    /// only mode", loopback addresses only and anonymous clients allowed
+    /// whatever `allow_anonymous` says. `-p` applies only in this mode.
+    pub local_only: bool,
+    /// `per_listener_settings`, default false. When true, `allow_anonymous`,
+    /// `allow_zero_length_clientid` and `auto_id_prefix` apply to the listener
+    /// they follow; read them from [`ListenerConfig`], which always carries
+    /// the effective values.
+    pub per_listener_settings: bool,
+    /// `allow_anonymous`, effective value: true in local-only mode, else as
+    /// set, else false (Mosquitto 2.0: configuring any listener turns
+    /// anonymous access off unless it is asked for).
+    pub allow_anonymous: bool,
+    /// `allow_zero_length_clientid`, default true: clients may send an empty
+    /// client id and get one made up with `auto_id_prefix`.
+    pub allow_zero_length_clientid: bool,
+    /// `auto_id_prefix`, default `"auto-"`.
+    pub auto_id_prefix: String,
+    /// `max_inflight_messages`, default 20; 0 = no limit. Outgoing QoS 1/2
+    /// messages in flight per client.
+    pub max_inflight_messages: u16,
+    /// `max_inflight_bytes`, default 0 = no limit.
+    pub max_inflight_bytes: u64,
+    /// `max_queued_messages`, default 1000; 0 = no limit. QoS 1/2 messages
+    /// queued per client beyond those in flight.
+    pub max_queued_messages: u32,
+    /// `max_queued_bytes`, default 0 = no limit.
+    pub max_queued_bytes: u64,
+    /// `queue_qos0_messages`, default false: QoS 0 messages are not queued
+    /// for disconnected persistent clients.
+    pub queue_qos0_messages: bool,
+    /// `max_keepalive`, default 65535 (seconds; 10..=65535). MQTT 5 clients
+    /// asking for more get this as server keep alive.
+    pub max_keepalive: u16,
+    /// `max_packet_size`, default 0 = no limit (else at least 20 bytes).
+    pub max_packet_size: u32,
+    /// `message_size_limit`, default 0 = no limit (else at most 268435455).
+    /// Publish payloads over it are dropped.
+    pub message_size_limit: u32,
+    /// `retain_available`, default true.
+    pub retain_available: bool,
+    /// `persistence`, default false. Always false for now: Midge refuses
+    /// `persistence true` until its store lands.
+    pub persistence: bool,
+    /// `set_tcp_nodelay`, default false.
+    pub set_tcp_nodelay: bool,
+    /// The files read, in order: the main file first, then included files.
+    pub sources: Vec<PathBuf>,
+    /// The option names used, in order of first use, as spelled in
+    /// [`crate::OPTIONS`], for checking `docs/configuration.md`.
+    pub options_seen: Vec<&'static str>,
+}
+
+/// One place to accept connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// The socket to bind.
+    pub address: ListenAddress,
+    /// `protocol`, default MQTT over TCP.
+    pub protocol: ListenerProtocol,
+    /// `max_connections`; None (Mosquitto's -1, the default) = no limit.
+    /// `Some(0)` refuses every connection, as in Mosquitto.
+    pub max_connections: Option<u32>,
+    /// Effective `allow_anonymous` for this listener.
+    pub allow_anonymous: bool,
+    /// Effective `allow_zero_length_clientid` for this listener.
+    pub allow_zero_length_clientid: bool,
+    /// Effective `auto_id_prefix` for this listener.
+    pub auto_id_prefix: String,
+}
+
+/// Where a listener binds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenAddress {
+    /// `listener PORT [ADDRESS]`, or the default listener (`port`,
+    /// `bind_address`).
+    Tcp {
+        port: u16,
+        /// Address or host name to bind; None = all interfaces.
+        bind: Option<String>,
+        /// `socket_domain`; None = both IPv4 and IPv6.
+        socket_domain: Option<SocketDomain>,
+    },
+    /// `listener 0 PATH`: a Unix domain socket.
+    Unix { path: PathBuf },
+}
+
+/// `socket_domain ipv4|ipv6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SocketDomain {
+    Ipv4,
+    Ipv6,
+}
+
+/// `protocol`. Only MQTT for now; `websockets` is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ListenerProtocol {
+    #[default]
+    Mqtt,
+}
+
+impl ListenerConfig {
+    /// A listener with the global defaults for everything but its address.
+    pub fn new(address: ListenAddress) -> ListenerConfig {
+        ListenerConfig {
+            address,
+            protocol: ListenerProtocol::Mqtt,
+            max_connections: None,
+            allow_anonymous: false,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: DEFAULT_AUTO_ID_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl Default for Config {
+    /// What Mosquitto 2.0 runs with when given no configuration file.
+    fn default() -> Config {
+        Config::default_local_only(DEFAULT_PORT)
+    }
+}
+
+impl Config {
+    /// What `midge` with no `-c` uses: Mosquitto 2.0's local-only mode,
+    /// 127.0.0.1 and ::1 on `port`, anonymous clients allowed, every other
+    /// option at its default.
+    pub fn default_local_only(port: u16) -> Config {
+        let mut config = Config {
+            listeners: Vec::new(),
+            local_only: true,
+            per_listener_settings: false,
+            allow_anonymous: true,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: DEFAULT_AUTO_ID_PREFIX.to_owned(),
+            max_inflight_messages: 20,
+            max_inflight_bytes: 0,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            max_keepalive: 65535,
+            max_packet_size: 0,
+            message_size_limit: 0,
+            retain_available: true,
+            persistence: false,
+            set_tcp_nodelay: false,
+            sources: Vec::new(),
+            options_seen: Vec::new(),
+        };
+        config.listeners = config.local_listeners(&[port]);
+        config
+    }
+
+    /// Mosquitto's `-p PORT`. In Mosquitto 2.0, `-p` only takes effect in
+    /// local-only mode (no listener configured, with or without `-c`): the
+    /// loopback listeners move to the given port. When the file configures
+    /// a listener, `port` or `bind_address`, Mosquitto 2.0 ignores `-p`
+    /// without a word; Midge does the same but returns false so the caller
+    /// can warn. Returns true when the port was applied.
+    ///
+    /// Port 0 (an ephemeral port, handy in tests) is accepted here; the
+    /// command line should refuse it, as Mosquitto does.
+    pub fn apply_port_override(&mut self, port: u16) -> bool {
+        self.apply_port_overrides(&[port])
+    }
+
+    /// Several `-p` options (Mosquitto accepts up to 10): in local-only mode
+    /// the loopback listeners are replaced by a pair for each port. An empty
+    /// list changes nothing. Returns true when the ports were applied.
+    pub fn apply_port_overrides(&mut self, ports: &[u16]) -> bool {
+        if !self.local_only || ports.is_empty() {
+            return false;
+        }
+        self.listeners = self.local_listeners(ports);
+        true
+    }
+
+    /// The local-only listeners for `ports`: 127.0.0.1 and ::1 each,
+    /// anonymous allowed, client-id options from the global settings.
+    pub(crate) fn local_listeners(&self, ports: &[u16]) -> Vec<ListenerConfig> {
+        let mut listeners = Vec::with_capacity(ports.len() * 2);
+        for &port in ports {
+            for host in ["127.0.0.1", "::1"] {
+                listeners.push(ListenerConfig {
+                    allow_anonymous: true,
+                    allow_zero_length_clientid: self.allow_zero_length_clientid,
+                    auto_id_prefix: self.auto_id_prefix.clone(),
+                    ..ListenerConfig::new(ListenAddress::Tcp {
+                        port,
+                        bind: Some(host.to_owned()),
+                        socket_domain: None,
+                    })
+                });
+            }
+        }
+        listeners
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(port: u16, bind: &str) -> ListenAddress {
+        ListenAddress::Tcp {
+            port,
+            bind: Some(bind.to_owned()),
+            socket_domain: None,
+        }
+    }
+
+    #[test]
+    fn default_is_local_only_on_1883_with_mosquitto_defaults() {
+        let c = Config::default();
+        assert!(c.local_only);
+        assert!(c.allow_anonymous);
+        let addrs: Vec<_> = c.listeners.iter().map(|l| l.address.clone()).collect();
+        assert_eq!(addrs, vec![tcp(1883, "127.0.0.1"), tcp(1883, "::1")]);
+        assert!(c.listeners.iter().all(|l| l.allow_anonymous));
+        assert_eq!(c.max_inflight_messages, 20);
+        assert_eq!(c.max_inflight_bytes, 0);
+        assert_eq!(c.max_queued_messages, 1000);
+        assert_eq!(c.max_queued_bytes, 0);
+        assert!(!c.queue_qos0_messages);
+        assert_eq!(c.max_keepalive, 65535);
+        assert_eq!(c.max_packet_size, 0);
+        assert_eq!(c.message_size_limit, 0);
+        assert!(c.retain_available);
+        assert!(!c.persistence);
+        assert!(!c.set_tcp_nodelay);
+        assert!(c.allow_zero_length_clientid);
+        assert_eq!(c.auto_id_prefix, "auto-");
+        assert!(!c.per_listener_settings);
+    }
+
+    #[test]
+    fn port_override_moves_local_listeners() {
+        let mut c = Config::default();
+        assert!(c.apply_port_override(1999));
+        let addrs: Vec<_> = c.listeners.iter().map(|l| l.address.clone()).collect();
+        assert_eq!(addrs, vec![tcp(1999, "127.0.0.1"), tcp(1999, "::1")]);
+
+        assert!(c.apply_port_overrides(&[1, 2]));
+        assert_eq!(c.listeners.len(), 4);
+        assert!(!c.apply_port_overrides(&[]));
+        assert_eq!(c.listeners.len(), 4);
+    }
+
+    #[test]
+    fn port_override_is_ignored_when_listeners_are_configured() {
+        let mut c = Config {
+            local_only: false,
+            listeners: vec![ListenerConfig::new(tcp(1884, "0.0.0.0"))],
+            ..Config::default()
+        };
+        let before = c.clone();
+        assert!(!c.apply_port_override(1999));
+        assert_eq!(c, before);
+    }
+}

@@ -1,0 +1,229 @@
+//! The table of every option Mosquitto 2.0 accepts in `mosquitto.conf`, and
+//! whether Midge supports it yet.
+//!
+//! This module owns the *list*, not the parsing: `parser.rs` dispatches on
+//! the names marked [`Support::Supported`]. When a feature lands, flip its
+//! entries here to `Supported` and add the handler in the parser; the test
+//! `every_supported_option_has_a_handler` keeps the two in step.
+//!
+//! The list was taken from the mosquitto.conf(5) man page of Mosquitto 2.0.11
+//! and checked against the 2.0.11 broker itself (every word it does not
+//! answer with "Unknown configuration variable"), which adds the
+//! undocumented aliases Mosquitto's parser accepts: `clientid`, `username`,
+//! `password` (bridge), `maximum_qos`, `plugin`, `retained_persistence`,
+//! `retry_interval`. Names ending in `*` are prefixes (`auth_opt_*`,
+//! `plugin_opt_*`).
+
+/// Whether Midge accepts a Mosquitto option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Support {
+    /// Parsed into [`crate::Config`].
+    Supported,
+    /// A Mosquitto option Midge does not implement yet. It is refused with
+    /// "`NAME` is not supported by midge yet", never ignored: a broker that
+    /// silently skips `password_file` would be open to everyone.
+    NotYet,
+    /// Refused for the reason given (deprecated or removed in Mosquitto).
+    Refused(&'static str),
+}
+
+/// One `mosquitto.conf` option name and Midge's support for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MosquittoOption {
+    /// The option as written in the file; a trailing `*` marks a prefix.
+    pub name: &'static str,
+    /// What Midge does with it.
+    pub support: Support,
+}
+
+const fn yes(name: &'static str) -> MosquittoOption {
+    MosquittoOption {
+        name,
+        support: Support::Supported,
+    }
+}
+
+const fn not_yet(name: &'static str) -> MosquittoOption {
+    MosquittoOption {
+        name,
+        support: Support::NotYet,
+    }
+}
+
+const fn refused(name: &'static str, reason: &'static str) -> MosquittoOption {
+    MosquittoOption {
+        name,
+        support: Support::Refused(reason),
+    }
+}
+
+/// Every option of Mosquitto 2.0's `mosquitto.conf`, in alphabetical order.
+pub const OPTIONS: &[MosquittoOption] = &[
+    not_yet("acl_file"),
+    not_yet("address"),
+    not_yet("addresses"),
+    yes("allow_anonymous"),
+    not_yet("allow_duplicate_messages"),
+    yes("allow_zero_length_clientid"),
+    not_yet("auth_opt_*"),
+    not_yet("auth_plugin"),
+    not_yet("auth_plugin_deny_special_chars"),
+    yes("auto_id_prefix"),
+    not_yet("autosave_interval"),
+    not_yet("autosave_on_changes"),
+    yes("bind_address"),
+    not_yet("bind_interface"),
+    not_yet("bridge_alpn"),
+    not_yet("bridge_attempt_unsubscribe"),
+    not_yet("bridge_bind_address"),
+    not_yet("bridge_cafile"),
+    not_yet("bridge_capath"),
+    not_yet("bridge_certfile"),
+    not_yet("bridge_identity"),
+    not_yet("bridge_insecure"),
+    not_yet("bridge_keyfile"),
+    not_yet("bridge_max_packet_size"),
+    not_yet("bridge_outgoing_retain"),
+    not_yet("bridge_protocol_version"),
+    not_yet("bridge_psk"),
+    not_yet("bridge_require_ocsp"),
+    not_yet("bridge_tls_version"),
+    not_yet("cafile"),
+    not_yet("capath"),
+    not_yet("certfile"),
+    not_yet("check_retain_source"),
+    not_yet("ciphers"),
+    not_yet("ciphers_tls1.3"),
+    not_yet("cleansession"),
+    not_yet("clientid"),
+    refused(
+        "clientid_prefixes",
+        "clientid_prefixes is deprecated in Mosquitto 2.0 and not supported by midge",
+    ),
+    not_yet("connection"),
+    not_yet("connection_messages"),
+    not_yet("crlfile"),
+    not_yet("dhparamfile"),
+    not_yet("http_dir"),
+    not_yet("idle_timeout"),
+    yes("include_dir"),
+    not_yet("keepalive_interval"),
+    not_yet("keyfile"),
+    yes("listener"),
+    not_yet("local_cleansession"),
+    not_yet("local_clientid"),
+    not_yet("local_password"),
+    not_yet("local_username"),
+    not_yet("log_dest"),
+    not_yet("log_facility"),
+    not_yet("log_timestamp"),
+    not_yet("log_timestamp_format"),
+    not_yet("log_type"),
+    yes("max_connections"),
+    yes("max_inflight_bytes"),
+    yes("max_inflight_messages"),
+    yes("max_keepalive"),
+    yes("max_packet_size"),
+    not_yet("max_qos"),
+    yes("max_queued_bytes"),
+    yes("max_queued_messages"),
+    not_yet("max_topic_alias"),
+    not_yet("maximum_qos"),
+    not_yet("memory_limit"),
+    yes("message_size_limit"),
+    not_yet("mount_point"),
+    not_yet("notification_topic"),
+    not_yet("notifications"),
+    not_yet("notifications_local_only"),
+    not_yet("password"),
+    not_yet("password_file"),
+    yes("per_listener_settings"),
+    yes("persistence"),
+    not_yet("persistence_file"),
+    not_yet("persistence_location"),
+    not_yet("persistent_client_expiration"),
+    not_yet("pid_file"),
+    not_yet("plugin"),
+    not_yet("plugin_opt_*"),
+    yes("port"),
+    yes("protocol"),
+    not_yet("psk_file"),
+    not_yet("psk_hint"),
+    yes("queue_qos0_messages"),
+    not_yet("remote_clientid"),
+    not_yet("remote_password"),
+    not_yet("remote_username"),
+    not_yet("require_certificate"),
+    not_yet("restart_timeout"),
+    yes("retain_available"),
+    yes("retained_persistence"),
+    refused(
+        "retry_interval",
+        "retry_interval was removed in Mosquitto 2.0 and has no effect; remove it",
+    ),
+    not_yet("round_robin"),
+    yes("set_tcp_nodelay"),
+    yes("socket_domain"),
+    not_yet("start_type"),
+    not_yet("sys_interval"),
+    not_yet("threshold"),
+    not_yet("tls_engine"),
+    not_yet("tls_engine_kpass_sha1"),
+    not_yet("tls_keyform"),
+    not_yet("tls_version"),
+    not_yet("topic"),
+    not_yet("try_private"),
+    not_yet("upgrade_outgoing_qos"),
+    not_yet("use_identity_as_username"),
+    not_yet("use_subject_as_username"),
+    not_yet("use_username_as_clientid"),
+    not_yet("user"),
+    not_yet("username"),
+    not_yet("websockets_headers_size"),
+    not_yet("websockets_log_level"),
+];
+
+/// Finds the table entry for an option name as written in a file.
+/// Prefix entries (`auth_opt_*`) match any name that starts with the prefix
+/// and has something after it.
+pub fn lookup(name: &str) -> Option<&'static MosquittoOption> {
+    OPTIONS.iter().find(|o| match o.name.strip_suffix('*') {
+        Some(prefix) => name.len() > prefix.len() && name.starts_with(prefix),
+        None => o.name == name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        for pair in OPTIONS.windows(2) {
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} !< {}",
+                pair[0].name,
+                pair[1].name
+            );
+        }
+    }
+
+    #[test]
+    fn lookup_exact_and_prefix() {
+        assert_eq!(
+            lookup("listener").map(|o| o.support),
+            Some(Support::Supported)
+        );
+        assert_eq!(lookup("log_dest").map(|o| o.support), Some(Support::NotYet));
+        assert_eq!(
+            lookup("auth_opt_db_host").map(|o| o.name),
+            Some("auth_opt_*")
+        );
+        assert_eq!(lookup("plugin_opt_x").map(|o| o.name), Some("plugin_opt_*"));
+        assert!(lookup("auth_opt_").is_none());
+        assert!(lookup("listeners").is_none());
+        assert!(lookup("").is_none());
+    }
+}
