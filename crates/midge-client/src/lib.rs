@@ -1,0 +1,1 @@
+//! A small async MQTT client on midge-codec. (being written)
