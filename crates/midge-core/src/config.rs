@@ -33,6 +33,17 @@ pub struct BrokerConfig {
     /// Seed for assigned client ids; the server passes something random so
     /// ids differ across restarts. The core itself never reads a clock or RNG.
     pub id_seed: u64,
+    /// Topic aliases a 5.0 client may use towards us (Topic Alias Maximum in
+    /// CONNACK; Mosquitto's default 10; 0 = none).
+    pub topic_alias_maximum: u16,
+    /// Highest QoS accepted from publishers (`max_qos`, default 2).
+    pub maximum_qos: midge_codec::QoS,
+    /// Largest packet we accept, told to 5.0 clients in CONNACK (0 = no limit).
+    pub maximum_packet_size: u32,
+    /// Response Information sent to 5.0 clients that ask for it (Request
+    /// Response Information 1): the prefix of topics they may use for
+    /// responses. `None` sends nothing, which the spec allows.
+    pub response_information: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -50,6 +61,10 @@ impl Default for BrokerConfig {
             message_size_limit: 0,
             connect_timeout: Some(std::time::Duration::from_secs(10)),
             id_seed: 0,
+            topic_alias_maximum: 10,
+            maximum_qos: midge_codec::QoS::ExactlyOnce,
+            maximum_packet_size: 0,
+            response_information: None,
         }
     }
 }

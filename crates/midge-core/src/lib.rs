@@ -7,6 +7,7 @@
 //! deterministically.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod event;
@@ -14,8 +15,10 @@ pub mod ids;
 pub mod message;
 pub mod retained;
 pub mod session;
+pub mod shared;
 pub mod topic_tree;
 
+pub use auth::{AuthExchange, AuthMethod, AuthStep};
 pub use broker::{Broker, Stats, Transmit};
 pub use config::BrokerConfig;
 pub use event::{BrokerEvent, DisconnectReason};

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use midge_codec::{Properties, QoS};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::ids::SessionKey;
 
@@ -21,6 +22,8 @@ pub struct Message {
     pub properties: Properties,
     /// Who published it (for 5.0 No Local); `None` for wills of ended sessions.
     pub publisher: Option<SessionKey>,
+    /// When a 5.0 Message Expiry Interval runs out; `None` never expires.
+    pub expires_at: Option<Instant>,
 }
 
 pub type SharedMessage = Arc<Message>;
@@ -29,5 +32,17 @@ impl Message {
     /// Bytes this message costs in a queue (Mosquitto counts the payload).
     pub fn queued_size(&self) -> u64 {
         self.payload.len() as u64
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+
+    /// Whole seconds left, rounded up, for the outgoing Message Expiry
+    /// Interval ([MQTT-3.3.2-6]: the receiver sees the time remaining).
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        let left = self.expires_at?.saturating_duration_since(now);
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Some(u32::try_from(secs).unwrap_or(u32::MAX).max(1))
     }
 }

@@ -23,20 +23,72 @@ pub enum OutState {
     AwaitComp,
 }
 
+/// Subscription identifiers a delivered copy carries (5.0 §3.3.2.3.8): one
+/// copy carries the identifier of every matching subscription.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SubIds {
+    #[default]
+    None,
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl SubIds {
+    pub fn push(&mut self, id: u32) {
+        *self = match std::mem::take(self) {
+            SubIds::None => SubIds::One(id),
+            SubIds::One(a) if a == id => SubIds::One(a),
+            SubIds::One(a) => SubIds::Many(vec![a, id]),
+            SubIds::Many(mut v) => {
+                if !v.contains(&id) {
+                    v.push(id);
+                }
+                SubIds::Many(v)
+            }
+        };
+    }
+
+    pub fn to_vec(&self) -> Vec<u32> {
+        match self {
+            SubIds::None => Vec::new(),
+            SubIds::One(a) => vec![*a],
+            SubIds::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// One copy of a message on its way to this session.
 #[derive(Debug, Clone)]
-pub struct Inflight {
-    pub packet_id: PacketId,
+pub struct Delivery {
     pub message: SharedMessage,
     pub qos: QoS,
     pub retain: bool,
-    pub state: OutState,
+    pub sub_ids: SubIds,
+    /// Set when the copy came through a shared subscription: if this
+    /// session goes away before acknowledging it, another member gets it.
+    pub shared_group: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Queued {
-    pub message: SharedMessage,
-    pub qos: QoS,
-    pub retain: bool,
+pub struct Inflight {
+    pub packet_id: PacketId,
+    pub delivery: Delivery,
+    pub state: OutState,
+}
+
+/// What was negotiated with the connection currently attached (5.0 CONNECT
+/// properties); reset on every CONNECT.
+#[derive(Debug, Clone, Default)]
+pub struct LinkState {
+    /// min(our in-flight window, the client's Receive Maximum).
+    pub send_window: usize,
+    /// The client's Maximum Packet Size (0 = no limit).
+    pub max_packet_out: u32,
+    /// The client's Topic Alias Maximum: aliases we may use towards it.
+    pub alias_out_max: u16,
+    pub aliases_out: HashMap<ByteString, u16>,
+    /// Aliases the client set towards us.
+    pub aliases_in: HashMap<u16, ByteString>,
 }
 
 /// A subscription as the session remembers it (the topic tree holds a copy).
@@ -59,11 +111,14 @@ pub struct Session {
     pub expires_at: Option<Instant>,
     pub subscriptions: HashMap<ByteString, Subscription>,
     pub inflight: VecDeque<Inflight>,
-    pub queue: VecDeque<Queued>,
+    pub queue: VecDeque<Delivery>,
     pub queued_bytes: u64,
     /// QoS 2 packet ids received and delivered, awaiting PUBREL ([MQTT-4.3.3-10]).
     pub incoming_qos2: HashSet<u16>,
     pub will: Option<LastWill>,
+    /// A will waiting for its Will Delay Interval (5.0) to pass.
+    pub pending_will: Option<(LastWill, Instant)>,
+    pub link: LinkState,
     /// Messages dropped because the queue was full (Mosquitto's counter).
     pub dropped: u64,
     last_packet_id: u16,
@@ -87,6 +142,8 @@ impl Session {
             queued_bytes: 0,
             incoming_qos2: HashSet::new(),
             will: None,
+            pending_will: None,
+            link: LinkState::default(),
             dropped: 0,
             last_packet_id: 0,
             route_mark: 0,
@@ -112,7 +169,7 @@ impl Session {
     }
 
     /// Queues a message, refusing it when a limit is reached (0 = unlimited).
-    pub fn enqueue(&mut self, item: Queued, max_messages: u32, max_bytes: u64) -> bool {
+    pub fn enqueue(&mut self, item: Delivery, max_messages: u32, max_bytes: u64) -> bool {
         let size = item.message.queued_size();
         let full_count = max_messages != 0 && self.queue.len() >= max_messages as usize;
         let full_bytes = max_bytes != 0 && self.queued_bytes + size > max_bytes;
@@ -125,7 +182,7 @@ impl Session {
         true
     }
 
-    pub fn dequeue(&mut self) -> Option<Queued> {
+    pub fn dequeue(&mut self) -> Option<Delivery> {
         let item = self.queue.pop_front()?;
         self.queued_bytes = self.queued_bytes.saturating_sub(item.message.queued_size());
         Some(item)

@@ -2,23 +2,25 @@
 
 use super::*;
 use bytes::Bytes;
-use midge_codec::{SubscriptionOptions, Unsubscribe};
+use midge_codec::{
+    PacketId, PubResponse, Publish, QoS, Subscribe, SubscriptionOptions, Unsubscribe,
+};
 use std::collections::HashSet;
 use std::num::NonZeroU16;
 
-struct Harness {
-    broker: Broker,
+pub(super) struct Harness {
+    pub(super) broker: Broker,
     now: Instant,
     next_conn: u64,
     inbox: HashMap<ConnId, Vec<Packet>>,
     closed: HashSet<ConnId>,
 }
 
-fn pid(n: u16) -> PacketId {
+pub(super) fn pid(n: u16) -> PacketId {
     NonZeroU16::new(n).expect("non-zero")
 }
 
-fn connect_packet(
+pub(super) fn connect_packet(
     client_id: &str,
     clean: bool,
     keep_alive: u16,
@@ -36,7 +38,13 @@ fn connect_packet(
     }))
 }
 
-fn publish(topic: &str, payload: &str, qos: QoS, retain: bool, id: Option<u16>) -> Packet {
+pub(super) fn publish(
+    topic: &str,
+    payload: &str,
+    qos: QoS,
+    retain: bool,
+    id: Option<u16>,
+) -> Packet {
     Packet::Publish(Publish {
         dup: false,
         qos,
@@ -67,7 +75,7 @@ fn subscribe(id: u16, filters: &[(&str, QoS)]) -> Packet {
     })
 }
 
-fn publishes(packets: &[Packet]) -> Vec<&Publish> {
+pub(super) fn publishes(packets: &[Packet]) -> Vec<&Publish> {
     packets
         .iter()
         .filter_map(|p| match p {
@@ -78,7 +86,7 @@ fn publishes(packets: &[Packet]) -> Vec<&Publish> {
 }
 
 impl Harness {
-    fn new(config: BrokerConfig) -> Self {
+    pub(super) fn new(config: BrokerConfig) -> Self {
         Harness {
             broker: Broker::new(config),
             now: Instant::now(),
@@ -88,14 +96,14 @@ impl Harness {
         }
     }
 
-    fn open(&mut self) -> ConnId {
+    pub(super) fn open(&mut self) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         self.broker.connection_opened(id, self.now);
         id
     }
 
-    fn send(&mut self, conn: ConnId, packet: Packet) {
+    pub(super) fn send(&mut self, conn: ConnId, packet: Packet) {
         self.broker.handle_packet(conn, packet, self.now);
         self.collect();
     }
@@ -110,28 +118,28 @@ impl Harness {
     }
 
     /// Everything sent to `conn` since the last call.
-    fn take(&mut self, conn: ConnId) -> Vec<Packet> {
+    pub(super) fn take(&mut self, conn: ConnId) -> Vec<Packet> {
         self.collect();
         self.inbox.remove(&conn).unwrap_or_default()
     }
 
-    fn is_closed(&self, conn: ConnId) -> bool {
+    pub(super) fn is_closed(&self, conn: ConnId) -> bool {
         self.closed.contains(&conn)
     }
 
-    fn advance(&mut self, d: Duration) {
+    pub(super) fn advance(&mut self, d: Duration) {
         self.now += d;
         self.broker.handle_timeout(self.now);
         self.collect();
     }
 
-    fn lose(&mut self, conn: ConnId) {
+    pub(super) fn lose(&mut self, conn: ConnId) {
         self.broker.connection_lost(conn, self.now);
         self.collect();
     }
 
     /// Opens a connection and connects it; returns it and the CONNACK.
-    fn connect_with(&mut self, packet: Packet) -> (ConnId, ConnAck) {
+    pub(super) fn connect_with(&mut self, packet: Packet) -> (ConnId, ConnAck) {
         let conn = self.open();
         self.send(conn, packet);
         let mut out = self.take(conn);
@@ -145,14 +153,14 @@ impl Harness {
         }
     }
 
-    fn connect(&mut self, client_id: &str, clean: bool) -> ConnId {
+    pub(super) fn connect(&mut self, client_id: &str, clean: bool) -> ConnId {
         let (conn, ack) =
             self.connect_with(connect_packet(client_id, clean, 0, ProtocolVersion::V311));
         assert_eq!(ack.code, 0);
         conn
     }
 
-    fn subscribe(&mut self, conn: ConnId, filter: &str, qos: QoS) {
+    pub(super) fn subscribe(&mut self, conn: ConnId, filter: &str, qos: QoS) {
         self.send(conn, subscribe(1, &[(filter, qos)]));
         let out = self.take(conn);
         assert!(
@@ -592,7 +600,8 @@ fn v5_session_expiry_and_topic_alias() {
 
     let (c, _) = h.connect_with(connect_packet("v5b", true, 0, ProtocolVersion::V5));
     if let Packet::Publish(mut p) = publish("t", "x", QoS::AtMostOnce, false, None) {
-        p.properties.topic_alias = Some(1);
+        // Above the Topic Alias Maximum of 10 we granted.
+        p.properties.topic_alias = Some(11);
         h.send(c, Packet::Publish(p));
     }
     assert!(h.is_closed(c));

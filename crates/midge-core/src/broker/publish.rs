@@ -1,0 +1,527 @@
+//! The publish path: PUBLISH from clients (topic aliases, flow control,
+//! payload checks), retained storage, routing to subscribers and shared
+//! groups, delivery within each session's in-flight window, the QoS 1/2
+//! acknowledgement flows, and building outgoing PUBLISH packets.
+
+use midge_codec::{
+    encoded_len, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS,
+    ReasonCode,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Broker, Target};
+use crate::ids::{ConnId, SessionKey};
+use crate::message::{Message, SharedMessage};
+use crate::session::{Delivery, Inflight, OutState, Session, SubIds};
+
+impl Broker {
+    pub(super) fn handle_publish(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        mut p: Publish,
+        now: Instant,
+    ) {
+        self.stats.messages_received += 1;
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let protocol = session.protocol;
+        let mut reason = ReasonCode::SUCCESS;
+        if protocol.is_v5() {
+            if let Some(alias) = p.properties.topic_alias {
+                // [MQTT-3.3.2-8], [MQTT-3.3.2-9]
+                if alias == 0 || alias > self.config.topic_alias_maximum {
+                    self.protocol_error(conn_id, ReasonCode::TOPIC_ALIAS_INVALID, now);
+                    return;
+                }
+                if p.topic.is_empty() {
+                    match session.link.aliases_in.get(&alias) {
+                        Some(t) => p.topic = t.clone(),
+                        None => {
+                            // An alias never set by this connection.
+                            self.protocol_error(conn_id, ReasonCode::PROTOCOL_ERROR, now);
+                            return;
+                        }
+                    }
+                } else {
+                    session.link.aliases_in.insert(alias, p.topic.clone());
+                }
+            } else if p.topic.is_empty() {
+                self.protocol_error(conn_id, ReasonCode::PROTOCOL_ERROR, now);
+                return;
+            }
+            if p.qos > self.config.maximum_qos {
+                self.protocol_error(conn_id, ReasonCode::QOS_NOT_SUPPORTED, now);
+                return;
+            }
+            if p.retain && !self.config.retain_available {
+                self.protocol_error(conn_id, ReasonCode::RETAIN_NOT_SUPPORTED, now);
+                return;
+            }
+            // Our Receive Maximum counts QoS 2 messages not yet released
+            // (QoS 1 is acknowledged at once) [MQTT-3.3.4-9].
+            if let (QoS::ExactlyOnce, Some(id)) = (p.qos, p.packet_id) {
+                if !session.incoming_qos2.contains(&id.get())
+                    && session.incoming_qos2.len() >= self.config.inflight_window()
+                {
+                    self.protocol_error(conn_id, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
+                    return;
+                }
+            }
+            if p.properties.payload_format_indicator == Some(1)
+                && std::str::from_utf8(&p.payload).is_err()
+            {
+                if p.qos == QoS::AtMostOnce {
+                    self.protocol_error(conn_id, ReasonCode::PAYLOAD_FORMAT_INVALID, now);
+                    return;
+                }
+                reason = ReasonCode::PAYLOAD_FORMAT_INVALID;
+            }
+        }
+        let limit = self.config.message_size_limit;
+        if limit != 0 && p.payload.len() > limit as usize {
+            reason = if protocol.is_v5() {
+                ReasonCode::PACKET_TOO_LARGE
+            } else {
+                // 3.x cannot say why; Mosquitto acknowledges and drops.
+                ReasonCode::SUCCESS
+            };
+            if !protocol.is_v5() {
+                self.stats.messages_dropped += 1;
+            }
+        }
+        let accepted =
+            reason == ReasonCode::SUCCESS && (limit == 0 || p.payload.len() <= limit as usize);
+
+        let fresh = match (p.qos, p.packet_id) {
+            (QoS::ExactlyOnce, Some(id)) if accepted => session.incoming_qos2.insert(id.get()),
+            _ => true,
+        };
+        let packet_id = p.packet_id;
+        let qos = p.qos;
+        if accepted && fresh {
+            let expires_at = p
+                .properties
+                .message_expiry_interval
+                .map(|s| now + Duration::from_secs(u64::from(s)));
+            let mut properties = if protocol.is_v5() {
+                forwardable(p.properties)
+            } else {
+                Properties::default()
+            };
+            // The remaining time is written per delivery.
+            properties.message_expiry_interval = None;
+            let msg = Arc::new(Message {
+                topic: p.topic,
+                payload: p.payload,
+                qos: p.qos,
+                retain: p.retain,
+                properties,
+                publisher: Some(key),
+                expires_at,
+            });
+            self.publish_message(msg, now);
+        }
+        let ack = |id: PacketId| PubResponse {
+            packet_id: id,
+            reason,
+            properties: Properties::default(),
+        };
+        match (qos, packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => {
+                self.links.send(conn_id, Packet::PubAck(ack(id)));
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                self.links.send(conn_id, Packet::PubRec(ack(id)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Stores (retain) and routes one message from a client or a will.
+    pub(super) fn publish_message(&mut self, msg: SharedMessage, now: Instant) {
+        if msg.retain && self.config.retain_available {
+            if msg.payload.is_empty() {
+                self.retained.remove(&msg.topic);
+            } else {
+                self.retained.insert(&msg.topic, msg.clone());
+            }
+        }
+        self.route(&msg, now);
+    }
+
+    /// Delivers `msg` once to every session with a matching subscription, at
+    /// the highest QoS granted among them (capped by the message's QoS) and
+    /// with every matching subscription identifier; then to one member of
+    /// each matching shared group.
+    fn route(&mut self, msg: &SharedMessage, now: Instant) {
+        self.route_generation += 1;
+        let generation = self.route_generation;
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        let sessions = &mut self.sessions;
+        self.tree.for_each_match(&msg.topic, |key, sub| {
+            let Some(s) = sessions.get_mut(key) else {
+                return;
+            };
+            if sub.options.no_local && msg.publisher == Some(key) {
+                return;
+            }
+            if s.route_mark == generation {
+                if let Some(t) = targets.get_mut(s.route_slot) {
+                    t.qos = t.qos.max(sub.options.qos);
+                    t.retain_as_published |= sub.options.retain_as_published;
+                    if let Some(id) = sub.identifier {
+                        t.sub_ids.push(id);
+                    }
+                }
+            } else {
+                s.route_mark = generation;
+                s.route_slot = targets.len();
+                targets.push(Target {
+                    key,
+                    qos: sub.options.qos,
+                    retain_as_published: sub.options.retain_as_published,
+                    sub_ids: sub.identifier.map_or(SubIds::None, SubIds::One),
+                });
+            }
+        });
+        for t in targets.drain(..) {
+            // [MQTT-3.3.1-9] forwarded messages carry retain 0, unless 5.0
+            // Retain As Published says otherwise.
+            let d = Delivery {
+                message: msg.clone(),
+                qos: msg.qos.min(t.qos),
+                retain: t.retain_as_published && msg.retain,
+                sub_ids: t.sub_ids,
+                shared_group: None,
+            };
+            self.deliver(t.key, d, now);
+        }
+        self.targets = targets;
+
+        if self.shared.is_empty() {
+            return;
+        }
+        let mut groups = std::mem::take(&mut self.groups_scratch);
+        groups.clear();
+        self.shared.for_each_match(&msg.topic, |g| groups.push(g));
+        for &gid in &groups {
+            let sessions = &self.sessions;
+            let online = |k: SessionKey| sessions.get(k).is_some_and(|s| s.conn.is_some());
+            if let Some((key, sub)) = self.shared.pick(gid, online, None) {
+                let d = Delivery {
+                    message: msg.clone(),
+                    qos: msg.qos.min(sub.options.qos),
+                    retain: sub.options.retain_as_published && msg.retain,
+                    sub_ids: sub.identifier.map_or(SubIds::None, SubIds::One),
+                    shared_group: Some(gid),
+                };
+                self.deliver(key, d, now);
+            }
+        }
+        self.groups_scratch = groups;
+    }
+
+    /// Sends a copy now if the session is online and its window has room,
+    /// else queues it (bounded; QoS 0 only with `queue_qos0_messages` when
+    /// offline).
+    pub(super) fn deliver(&mut self, key: SessionKey, d: Delivery, now: Instant) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if d.message.is_expired(now) {
+            return;
+        }
+        let Some(conn_id) = s.conn else {
+            if d.qos != QoS::AtMostOnce || self.config.queue_qos0_messages {
+                self.enqueue(key, d);
+            }
+            return;
+        };
+        if d.qos != QoS::AtMostOnce
+            && (s.inflight.len() >= s.link.send_window || !s.queue.is_empty())
+        {
+            self.enqueue(key, d);
+            return;
+        }
+        if self.send_delivery(conn_id, key, d, now) {
+            self.stats.messages_sent += 1;
+        }
+    }
+
+    fn enqueue(&mut self, key: SessionKey, d: Delivery) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if !s.enqueue(
+            d,
+            self.config.max_queued_messages,
+            self.config.max_queued_bytes,
+        ) {
+            self.stats.messages_dropped += 1;
+        }
+    }
+
+    /// Builds and sends one PUBLISH, taking a packet id and an in-flight slot
+    /// for QoS 1/2. A copy larger than the client's Maximum Packet Size is
+    /// dropped as if delivered ([MQTT-3.1.2-25]). Returns true when sent.
+    fn send_delivery(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        d: Delivery,
+        now: Instant,
+    ) -> bool {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return false;
+        };
+        let mut p = outgoing_publish(&d, None, s.protocol, now);
+        if s.link.max_packet_out > 0 {
+            if d.qos != QoS::AtMostOnce {
+                // Size with a packet id in place.
+                p.packet_id = PacketId::new(1);
+            }
+            if encoded_len(&Packet::Publish(p.clone()), s.protocol) > s.link.max_packet_out as usize
+            {
+                self.stats.messages_dropped += 1;
+                return false;
+            }
+        }
+        p.packet_id = None;
+        if d.qos != QoS::AtMostOnce {
+            let id = s.next_packet_id();
+            p.packet_id = Some(id);
+            s.inflight.push_back(Inflight {
+                packet_id: id,
+                delivery: d,
+                state: OutState::AwaitAck,
+            });
+        }
+        apply_outgoing_alias(s, &mut p);
+        self.links.send(conn_id, Packet::Publish(p))
+    }
+
+    /// Moves queued messages into the in-flight window while there is room.
+    pub(super) fn pump_queue(&mut self, key: SessionKey, now: Instant) {
+        loop {
+            let Some(s) = self.sessions.get_mut(key) else {
+                return;
+            };
+            let Some(conn_id) = s.conn else {
+                return;
+            };
+            if s.inflight.len() >= s.link.send_window {
+                return;
+            }
+            let Some(d) = s.dequeue() else {
+                return;
+            };
+            // [MQTT-3.3.2-5] an expired message is not sent.
+            if d.message.is_expired(now) {
+                continue;
+            }
+            if self.send_delivery(conn_id, key, d, now) {
+                self.stats.messages_sent += 1;
+            }
+        }
+    }
+
+    pub(super) fn handle_puback(&mut self, key: SessionKey, id: PacketId, now: Instant) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if let Some(pos) = s.inflight_position(id) {
+            if s.inflight[pos].delivery.qos == QoS::AtLeastOnce {
+                s.inflight.remove(pos);
+                self.pump_queue(key, now);
+            }
+        }
+    }
+
+    pub(super) fn handle_pubrec(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        r: PubResponse,
+        now: Instant,
+    ) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let id = r.packet_id;
+        let pos = s
+            .inflight_position(id)
+            .filter(|&p| s.inflight[p].delivery.qos == QoS::ExactlyOnce);
+        // 5.0: a PUBREC with an error code ends the exchange ([MQTT-4.3.3-4]).
+        if r.reason.is_error() {
+            if let Some(pos) = pos {
+                s.inflight.remove(pos);
+                self.pump_queue(key, now);
+            }
+            return;
+        }
+        let mut rel = PubResponse::new(id);
+        match pos {
+            Some(pos) => s.inflight[pos].state = OutState::AwaitComp,
+            None if s.protocol.is_v5() => rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+            None => {}
+        }
+        self.links.send(conn_id, Packet::PubRel(rel));
+    }
+
+    pub(super) fn handle_pubrel(&mut self, conn_id: ConnId, key: SessionKey, id: PacketId) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let mut comp = PubResponse::new(id);
+        if !s.incoming_qos2.remove(&id.get()) && s.protocol.is_v5() {
+            comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        self.links.send(conn_id, Packet::PubComp(comp));
+    }
+
+    pub(super) fn handle_pubcomp(&mut self, key: SessionKey, id: PacketId, now: Instant) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if let Some(pos) = s.inflight_position(id) {
+            if s.inflight[pos].state == OutState::AwaitComp {
+                s.inflight.remove(pos);
+                self.pump_queue(key, now);
+            }
+        }
+    }
+
+    /// When a session loses its connection, copies it got through shared
+    /// subscriptions and has not acknowledged go to another member of the
+    /// group; with no other member they stay.
+    pub(super) fn redistribute_shared(&mut self, key: SessionKey, now: Instant) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let movable =
+            |f: &Inflight| f.delivery.shared_group.is_some() && f.state == OutState::AwaitAck;
+        if !s.inflight.iter().any(movable) && !s.queue.iter().any(|d| d.shared_group.is_some()) {
+            return;
+        }
+        let mut inflight = Vec::new();
+        s.inflight.retain(|f| {
+            if movable(f) {
+                inflight.push(f.clone());
+                false
+            } else {
+                true
+            }
+        });
+        let mut queued = Vec::new();
+        s.queue.retain(|d| {
+            if d.shared_group.is_some() {
+                queued.push(d.clone());
+                false
+            } else {
+                true
+            }
+        });
+        s.queued_bytes = s.queue.iter().map(|d| d.message.queued_size()).sum();
+
+        for f in inflight {
+            if self
+                .hand_to_other_member(key, f.delivery.clone(), now)
+                .is_some()
+            {
+                if let Some(s) = self.sessions.get_mut(key) {
+                    s.inflight.push_back(f);
+                }
+            }
+        }
+        for d in queued {
+            if let Some(d) = self.hand_to_other_member(key, d, now) {
+                self.enqueue(key, d);
+            }
+        }
+    }
+
+    /// Gives `d` to another member of its shared group; returns it when
+    /// there is none.
+    fn hand_to_other_member(
+        &mut self,
+        from: SessionKey,
+        d: Delivery,
+        now: Instant,
+    ) -> Option<Delivery> {
+        let gid = d.shared_group?;
+        let sessions = &self.sessions;
+        let online = |k: SessionKey| sessions.get(k).is_some_and(|s| s.conn.is_some());
+        match self.shared.pick(gid, online, Some(from)) {
+            Some((other, sub)) => {
+                let qos = d.qos.min(sub.options.qos);
+                self.deliver(
+                    other,
+                    Delivery {
+                        qos,
+                        sub_ids: sub.identifier.map_or(SubIds::None, SubIds::One),
+                        ..d
+                    },
+                    now,
+                );
+                None
+            }
+            None => Some(d),
+        }
+    }
+}
+
+/// Properties a 5.0 message keeps on its way to subscribers ([MQTT-3.3.2-*]):
+/// the topic alias is per connection and subscription identifiers are the
+/// receiver's own.
+pub(super) fn forwardable(mut p: Properties) -> Properties {
+    p.topic_alias = None;
+    p.subscription_identifiers.clear();
+    p
+}
+
+/// The PUBLISH a subscriber receives for one delivery.
+pub(super) fn outgoing_publish(
+    d: &Delivery,
+    packet_id: Option<PacketId>,
+    protocol: ProtocolVersion,
+    now: Instant,
+) -> Publish {
+    let msg = &d.message;
+    let properties = if protocol.is_v5() {
+        let mut p = msg.properties.clone();
+        p.subscription_identifiers = d.sub_ids.to_vec();
+        p.message_expiry_interval = msg.remaining_expiry(now);
+        p
+    } else {
+        Properties::default()
+    };
+    Publish {
+        dup: false,
+        qos: d.qos,
+        retain: d.retain,
+        topic: msg.topic.clone(),
+        packet_id,
+        payload: msg.payload.clone(),
+        properties,
+    }
+}
+
+/// Uses a topic alias towards a 5.0 client that allows them: the first
+/// PUBLISH on a topic sets the alias, later ones send it with an empty topic.
+fn apply_outgoing_alias(s: &mut Session, p: &mut Publish) {
+    if s.link.alias_out_max == 0 {
+        return;
+    }
+    if let Some(&alias) = s.link.aliases_out.get(&p.topic) {
+        p.properties.topic_alias = Some(alias);
+        p.topic = Default::default();
+    } else if s.link.aliases_out.len() < usize::from(s.link.alias_out_max) {
+        let alias = s.link.aliases_out.len() as u16 + 1;
+        s.link.aliases_out.insert(p.topic.clone(), alias);
+        p.properties.topic_alias = Some(alias);
+    }
+}

@@ -1,0 +1,140 @@
+//! SUBSCRIBE and UNSUBSCRIBE: the subscription tree, shared groups, and
+//! retained messages sent on subscribe.
+
+use bytestring::ByteString;
+use midge_codec::{
+    Packet, Properties, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
+    UnsubAck, Unsubscribe,
+};
+use std::time::Instant;
+
+use super::Broker;
+use crate::event::BrokerEvent;
+use crate::ids::{ConnId, SessionKey};
+use crate::message::SharedMessage;
+use crate::session::{Delivery, SubIds, Subscription};
+
+impl Broker {
+    pub(super) fn handle_subscribe(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        sub: Subscribe,
+        now: Instant,
+    ) {
+        let Some(s) = self.sessions.get(key) else {
+            return;
+        };
+        let v5 = s.protocol.is_v5();
+        let client_id = s.client_id.clone();
+        let identifier = sub.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(sub.filters.len());
+        let mut retained: Vec<(SharedMessage, Subscription)> = Vec::new();
+        for (filter, mut options) in sub.filters {
+            if !v5 {
+                options = SubscriptionOptions {
+                    qos: options.qos,
+                    ..Default::default()
+                };
+            }
+            options.qos = options.qos.min(self.config.maximum_qos);
+            let subscription = Subscription {
+                options,
+                identifier,
+            };
+            let existed = match midge_codec::parse_shared(&filter) {
+                Some((group, f)) => {
+                    // [MQTT-3.8.3-4] No Local on a shared subscription is a
+                    // protocol error.
+                    if options.no_local {
+                        self.protocol_error(conn_id, ReasonCode::PROTOCOL_ERROR, now);
+                        return;
+                    }
+                    self.shared.subscribe(group, f, key, subscription)
+                }
+                None => self.tree.insert(&filter, key, subscription).is_some(),
+            };
+            if let Some(s) = self.sessions.get_mut(key) {
+                s.subscriptions.insert(filter.clone(), subscription);
+            }
+            reasons.push(ReasonCode(options.qos as u8));
+            self.events.push(BrokerEvent::Subscribed {
+                client_id: client_id.clone(),
+                filter: filter.clone(),
+                qos: options.qos,
+            });
+            // Retained messages are not sent for shared subscriptions
+            // ([MQTT-3.8.4-?], 5.0 §4.8.2).
+            let send_retained = !filter.starts_with("$share/")
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendAtSubscribeIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                self.retained.for_each_match(&filter, |_, m| {
+                    retained.push((m.clone(), subscription));
+                });
+            }
+        }
+        self.links.send(
+            conn_id,
+            Packet::SubAck(SubAck {
+                packet_id: sub.packet_id,
+                reasons,
+                properties: Properties::default(),
+            }),
+        );
+        // [MQTT-3.3.1-8] retained messages sent on subscribe carry retain 1.
+        for (m, sub) in retained {
+            let qos: QoS = m.qos.min(sub.options.qos);
+            let d = Delivery {
+                message: m,
+                qos,
+                retain: true,
+                sub_ids: sub.identifier.map_or(SubIds::None, SubIds::One),
+                shared_group: None,
+            };
+            self.deliver(key, d, now);
+        }
+    }
+
+    pub(super) fn handle_unsubscribe(&mut self, conn_id: ConnId, key: SessionKey, u: Unsubscribe) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let v5 = s.protocol.is_v5();
+        let client_id = s.client_id.clone();
+        let mut reasons = Vec::new();
+        for filter in u.filters {
+            let existed = s.subscriptions.remove(&filter).is_some();
+            match midge_codec::parse_shared(&filter) {
+                Some((group, f)) => {
+                    self.shared.unsubscribe(group, f, key);
+                }
+                None => {
+                    self.tree.remove(&filter, key);
+                }
+            }
+            if v5 {
+                reasons.push(if existed {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::NO_SUBSCRIPTION_EXISTED
+                });
+            }
+            self.events.push(BrokerEvent::Unsubscribed {
+                client_id: client_id.clone(),
+                filter: ByteString::clone(&filter),
+            });
+        }
+        self.links.send(
+            conn_id,
+            Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                reasons,
+                properties: Properties::default(),
+            }),
+        );
+    }
+}
