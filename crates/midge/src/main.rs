@@ -160,6 +160,7 @@ async fn run(config: Config, log: Logger) -> ExitCode {
             max_keepalive: config.max_keepalive,
             message_size_limit: config.message_size_limit,
             id_seed: seed,
+            maximum_packet_size: config.max_packet_size,
             ..BrokerConfig::default()
         },
         max_packet_size: config.max_packet_size as usize,
