@@ -57,7 +57,11 @@ def main():
 
     client = new_client()
     client.on_connect = on_connect
-    client.connect(args.host, port=args.port, keepalive=KEEP_ALIVE)
+    try:
+        client.connect(args.host, port=args.port, keepalive=KEEP_ALIVE)
+    except OSError as e:
+        print('cannot connect to {0}:{1}: {2}'.format(args.host, args.port, e), file=sys.stderr)
+        return 1
     client.loop_start()
     if not connected.wait(TIMEOUT) or status[0] != 0:
         print('connection failed: {0}'.format(status[0] if status else 'no CONNACK'),

@@ -13,6 +13,7 @@ on_connect prints `status <rc>`, the CONNACK return code:
   5: refused - not authorised
 """
 import argparse
+import sys
 
 import paho.mqtt.client as mqtt
 
@@ -54,12 +55,17 @@ def main():
     client.user_data_set({'topic': TOPIC})
     client.on_connect = on_connect
     client.on_message = on_message
-    client.connect(args.host, port=args.port, keepalive=KEEP_ALIVE)
+    try:
+        client.connect(args.host, port=args.port, keepalive=KEEP_ALIVE)
+    except OSError as e:
+        print('cannot connect to {0}:{1}: {2}'.format(args.host, args.port, e), file=sys.stderr)
+        return 1
     try:
         client.loop_forever()
     except KeyboardInterrupt:
         pass
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
