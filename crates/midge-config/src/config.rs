@@ -68,6 +68,24 @@ pub struct Config {
     pub persistence: bool,
     /// `set_tcp_nodelay`, default false.
     pub set_tcp_nodelay: bool,
+    /// Logging: `log_dest`, `log_type`, `log_timestamp`,
+    /// `log_timestamp_format`, `log_facility`, `connection_messages`.
+    pub log: LogConfig,
+    /// `pid_file`, default none: where to write the broker's process id.
+    pub pid_file: Option<PathBuf>,
+    /// `user`: the account to switch to after binding the listeners when
+    /// started as root. Mosquitto defaults to `mosquitto`; Midge switches
+    /// only when this is set (the packaged service sets it), so a broker
+    /// started by hand or by tests as root keeps access to its own files.
+    pub user: Option<String>,
+    /// `sys_interval`, default 10 seconds: how often the `$SYS/broker/...`
+    /// topics are published; 0 turns them off.
+    pub sys_interval: u32,
+    /// `max_topic_alias`, default 10: Topic Alias Maximum offered to MQTT 5
+    /// clients (0 = none).
+    pub max_topic_alias: u16,
+    /// `max_qos`, default 2: highest QoS accepted from clients.
+    pub max_qos: u8,
     /// The files read, in order: the main file first, then included files.
     pub sources: Vec<PathBuf>,
     /// The option names used, in order of first use, as spelled in
@@ -91,6 +109,70 @@ pub struct ListenerConfig {
     pub allow_zero_length_clientid: bool,
     /// Effective `auto_id_prefix` for this listener.
     pub auto_id_prefix: String,
+    /// `bind_interface`: bind to this network interface only (Linux).
+    pub bind_interface: Option<String>,
+    /// `websockets_headers_size`, default 4096: largest HTTP upgrade
+    /// request accepted on a websockets listener.
+    pub websockets_headers_size: u32,
+}
+
+/// Where log lines go (`log_dest`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LogDest {
+    Stdout,
+    Stderr,
+    /// Appended to; reopened on SIGHUP so logrotate can move it.
+    File(PathBuf),
+    /// The local syslog socket, with `log_facility`.
+    Syslog,
+    /// Published to `$SYS/broker/log/<type>`.
+    Topic,
+}
+
+/// Log types, as bits (`log_type`).
+pub mod log_types {
+    pub const ERROR: u32 = 1;
+    pub const WARNING: u32 = 2;
+    pub const NOTICE: u32 = 4;
+    pub const INFORMATION: u32 = 8;
+    pub const SUBSCRIBE: u32 = 16;
+    pub const UNSUBSCRIBE: u32 = 32;
+    pub const DEBUG: u32 = 64;
+    pub const WEBSOCKETS: u32 = 128;
+    pub const ALL: u32 = 0xFF;
+    /// Mosquitto's default: error, warning, notice, information.
+    pub const DEFAULT: u32 = ERROR | WARNING | NOTICE | INFORMATION;
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `log_dest`, default stderr; several lines add destinations;
+    /// `log_dest none` (alone) logs nowhere.
+    pub dests: Vec<LogDest>,
+    /// `log_type` lines, or'ed together; default [`log_types::DEFAULT`].
+    pub types: u32,
+    /// `log_timestamp`, default true.
+    pub timestamp: bool,
+    /// `log_timestamp_format` (strftime), default none: Unix seconds.
+    pub timestamp_format: Option<String>,
+    /// `log_facility` 0..=7 selects LOG_LOCAL0..7; default LOG_DAEMON.
+    pub facility: Option<u8>,
+    /// `connection_messages`, default true: log connects and disconnects.
+    pub connection_messages: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            dests: vec![LogDest::Stderr],
+            types: log_types::DEFAULT,
+            timestamp: true,
+            timestamp_format: None,
+            facility: None,
+            connection_messages: true,
+        }
+    }
 }
 
 /// Where a listener binds.
@@ -116,12 +198,14 @@ pub enum SocketDomain {
     Ipv6,
 }
 
-/// `protocol`. Only MQTT for now; `websockets` is refused.
+/// `protocol mqtt|websockets`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum ListenerProtocol {
     #[default]
     Mqtt,
+    /// MQTT over WebSockets (subprotocol `mqtt`).
+    Websockets,
 }
 
 impl ListenerConfig {
@@ -131,6 +215,8 @@ impl ListenerConfig {
             address,
             protocol: ListenerProtocol::Mqtt,
             max_connections: None,
+            bind_interface: None,
+            websockets_headers_size: 4096,
             allow_anonymous: false,
             allow_zero_length_clientid: true,
             auto_id_prefix: DEFAULT_AUTO_ID_PREFIX.to_owned(),
@@ -168,6 +254,12 @@ impl Config {
             retain_available: true,
             persistence: false,
             set_tcp_nodelay: false,
+            log: LogConfig::default(),
+            pid_file: None,
+            user: None,
+            sys_interval: 10,
+            max_topic_alias: 10,
+            max_qos: 2,
             sources: Vec::new(),
             options_seen: Vec::new(),
         };

@@ -19,8 +19,8 @@
 //! assert_eq!(config.listeners.len(), 1);
 //! assert!(config.allow_anonymous);
 //!
-//! let err = midge_config::parse_str("log_dest syslog\n", Path::new("m.conf")).unwrap_err();
-//! assert_eq!(err.to_string(), "m.conf:1: log_dest is not supported by midge yet");
+//! let err = midge_config::parse_str("acl_file x\n", Path::new("m.conf")).unwrap_err();
+//! assert_eq!(err.to_string(), "m.conf:1: acl_file is not supported by midge yet");
 //! ```
 #![forbid(unsafe_code)]
 
@@ -32,8 +32,8 @@ mod parser;
 use std::path::Path;
 
 pub use config::{
-    Config, ListenAddress, ListenerConfig, ListenerProtocol, SocketDomain, DEFAULT_AUTO_ID_PREFIX,
-    DEFAULT_PORT,
+    log_types, Config, ListenAddress, ListenerConfig, ListenerProtocol, LogConfig, LogDest,
+    SocketDomain, DEFAULT_AUTO_ID_PREFIX, DEFAULT_PORT,
 };
 pub use error::ConfigError;
 pub use options::{lookup as lookup_option, MosquittoOption, Support, OPTIONS};

@@ -73,7 +73,7 @@ pub const OPTIONS: &[MosquittoOption] = &[
     not_yet("autosave_interval"),
     not_yet("autosave_on_changes"),
     yes("bind_address"),
-    not_yet("bind_interface"),
+    yes("bind_interface"),
     not_yet("bridge_alpn"),
     not_yet("bridge_attempt_unsubscribe"),
     not_yet("bridge_bind_address"),
@@ -102,7 +102,7 @@ pub const OPTIONS: &[MosquittoOption] = &[
         "clientid_prefixes is deprecated in Mosquitto 2.0 and not supported by midge",
     ),
     not_yet("connection"),
-    not_yet("connection_messages"),
+    yes("connection_messages"),
     not_yet("crlfile"),
     not_yet("dhparamfile"),
     not_yet("http_dir"),
@@ -115,20 +115,20 @@ pub const OPTIONS: &[MosquittoOption] = &[
     not_yet("local_clientid"),
     not_yet("local_password"),
     not_yet("local_username"),
-    not_yet("log_dest"),
-    not_yet("log_facility"),
-    not_yet("log_timestamp"),
-    not_yet("log_timestamp_format"),
-    not_yet("log_type"),
+    yes("log_dest"),
+    yes("log_facility"),
+    yes("log_timestamp"),
+    yes("log_timestamp_format"),
+    yes("log_type"),
     yes("max_connections"),
     yes("max_inflight_bytes"),
     yes("max_inflight_messages"),
     yes("max_keepalive"),
     yes("max_packet_size"),
-    not_yet("max_qos"),
+    yes("max_qos"),
     yes("max_queued_bytes"),
     yes("max_queued_messages"),
-    not_yet("max_topic_alias"),
+    yes("max_topic_alias"),
     not_yet("maximum_qos"),
     not_yet("memory_limit"),
     yes("message_size_limit"),
@@ -143,7 +143,7 @@ pub const OPTIONS: &[MosquittoOption] = &[
     not_yet("persistence_file"),
     not_yet("persistence_location"),
     not_yet("persistent_client_expiration"),
-    not_yet("pid_file"),
+    yes("pid_file"),
     not_yet("plugin"),
     not_yet("plugin_opt_*"),
     yes("port"),
@@ -166,7 +166,7 @@ pub const OPTIONS: &[MosquittoOption] = &[
     yes("set_tcp_nodelay"),
     yes("socket_domain"),
     not_yet("start_type"),
-    not_yet("sys_interval"),
+    yes("sys_interval"),
     not_yet("threshold"),
     not_yet("tls_engine"),
     not_yet("tls_engine_kpass_sha1"),
@@ -178,10 +178,10 @@ pub const OPTIONS: &[MosquittoOption] = &[
     not_yet("use_identity_as_username"),
     not_yet("use_subject_as_username"),
     not_yet("use_username_as_clientid"),
-    not_yet("user"),
+    yes("user"),
     not_yet("username"),
-    not_yet("websockets_headers_size"),
-    not_yet("websockets_log_level"),
+    yes("websockets_headers_size"),
+    yes("websockets_log_level"),
 ];
 
 /// Finds the table entry for an option name as written in a file.
@@ -216,7 +216,11 @@ mod tests {
             lookup("listener").map(|o| o.support),
             Some(Support::Supported)
         );
-        assert_eq!(lookup("log_dest").map(|o| o.support), Some(Support::NotYet));
+        assert_eq!(
+            lookup("log_dest").map(|o| o.support),
+            Some(Support::Supported)
+        );
+        assert_eq!(lookup("acl_file").map(|o| o.support), Some(Support::NotYet));
         assert_eq!(
             lookup("auth_opt_db_host").map(|o| o.name),
             Some("auth_opt_*")

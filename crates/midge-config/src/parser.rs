@@ -28,8 +28,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    Config, ListenAddress, ListenerConfig, ListenerProtocol, SocketDomain, DEFAULT_AUTO_ID_PREFIX,
-    DEFAULT_PORT,
+    log_types, Config, ListenAddress, ListenerConfig, ListenerProtocol, LogDest, SocketDomain,
+    DEFAULT_AUTO_ID_PREFIX, DEFAULT_PORT,
 };
 use crate::error::ConfigError;
 use crate::options::{self, Support};
@@ -97,6 +97,8 @@ struct ListenerOpts {
     socket_domain: Option<SocketDomain>,
     protocol: ListenerProtocol,
     max_connections: Option<u32>,
+    bind_interface: Option<String>,
+    websockets_headers_size: Option<u32>,
     /// Used only with `per_listener_settings true`.
     security: SecurityDraft,
 }
@@ -129,6 +131,10 @@ struct Parser {
     global_security: SecurityDraft,
     /// A security option has been seen (for the per_listener_settings rule).
     security_seen: bool,
+    /// The first `log_type` line replaces the default set.
+    log_types_seen: bool,
+    /// The first `log_dest` line replaces the default (stderr).
+    log_dests_seen: bool,
     default: DefaultDraft,
     listeners: Vec<ListenerDraft>,
     sources: Vec<PathBuf>,
@@ -318,6 +324,8 @@ impl Parser {
             out: Config::default_local_only(DEFAULT_PORT),
             global_security: SecurityDraft::default(),
             security_seen: false,
+            log_types_seen: false,
+            log_dests_seen: false,
             default: DefaultDraft::default(),
             listeners: Vec::new(),
             sources: Vec::new(),
@@ -428,11 +436,7 @@ impl Parser {
             "protocol" => {
                 let protocol = match l.one()? {
                     "mqtt" => ListenerProtocol::Mqtt,
-                    "websockets" => {
-                        return Err(l.not_supported(
-                            "protocol websockets is not supported by midge yet".to_owned(),
-                        ))
-                    }
+                    "websockets" => ListenerProtocol::Websockets,
                     other => {
                         return Err(l.bad_value(format!(
                             "protocol must be mqtt or websockets, got \"{other}\""
@@ -523,6 +527,73 @@ impl Parser {
                 }
                 self.out.persistence = false;
             }
+            "bind_interface" => {
+                let value = l.one()?.to_owned();
+                self.listener_opts(l, *target).bind_interface = Some(value);
+            }
+            "websockets_headers_size" => {
+                let value = l.integer()?;
+                let value = l.check_range(value, 0, i64::from(u16::MAX))?;
+                self.listener_opts(l, *target).websockets_headers_size = u32::try_from(value).ok();
+            }
+            // libwebsockets' own debug level in Mosquitto; Midge's WebSocket
+            // code logs under `log_type websockets` instead.
+            "websockets_log_level" => {
+                l.integer()?;
+            }
+            "log_dest" => self.log_dest(l)?,
+            "log_type" => {
+                let bits = match l.one()? {
+                    "error" => log_types::ERROR,
+                    "warning" => log_types::WARNING,
+                    "notice" => log_types::NOTICE,
+                    "information" => log_types::INFORMATION,
+                    "subscribe" => log_types::SUBSCRIBE,
+                    "unsubscribe" => log_types::UNSUBSCRIBE,
+                    "debug" => log_types::DEBUG,
+                    "websockets" => log_types::WEBSOCKETS,
+                    "all" => log_types::ALL,
+                    "none" => 0,
+                    other => {
+                        return Err(l.bad_value(format!(
+                            "log_type must be one of error, warning, notice, information, \
+                             subscribe, unsubscribe, debug, websockets, all, none; got \"{other}\""
+                        )))
+                    }
+                };
+                if !self.log_types_seen {
+                    self.log_types_seen = true;
+                    self.out.log.types = 0;
+                }
+                self.out.log.types |= bits;
+            }
+            "log_timestamp" => self.out.log.timestamp = l.boolean()?,
+            "log_timestamp_format" => {
+                self.out.log.timestamp_format = Some(l.rest_value()?.to_owned());
+            }
+            "log_facility" => {
+                let value = l.integer()?;
+                let value = l.check_range(value, 0, 7)?;
+                self.out.log.facility = u8::try_from(value).ok();
+            }
+            "connection_messages" => self.out.log.connection_messages = l.boolean()?,
+            "pid_file" => self.out.pid_file = Some(PathBuf::from(l.rest_value()?)),
+            "user" => self.out.user = Some(l.one()?.to_owned()),
+            "sys_interval" => {
+                let value = l.integer()?;
+                let value = l.check_range(value, 0, i64::from(u32::MAX))?;
+                self.out.sys_interval = u32::try_from(value).unwrap_or(10);
+            }
+            "max_topic_alias" => {
+                let value = l.integer()?;
+                let value = l.check_range(value, 0, i64::from(u16::MAX))?;
+                self.out.max_topic_alias = u16::try_from(value).unwrap_or(10);
+            }
+            "max_qos" => {
+                let value = l.integer()?;
+                let value = l.check_range(value, 0, 2)?;
+                self.out.max_qos = u8::try_from(value).unwrap_or(2);
+            }
             "queue_qos0_messages" => self.out.queue_qos0_messages = l.boolean()?,
             "retain_available" => self.out.retain_available = l.boolean()?,
             "set_tcp_nodelay" => self.out.set_tcp_nodelay = l.boolean()?,
@@ -563,6 +634,46 @@ impl Parser {
             self.default.security_at = Some(l.loc());
         }
         &mut self.listener_opts(l, target).security
+    }
+
+    /// `log_dest stdout|stderr|file PATH|syslog|topic|none`: each line adds
+    /// a destination; the first line replaces the default (stderr).
+    fn log_dest(&mut self, l: &Line) -> Result<(), ConfigError> {
+        let (kind, rest) = match l.rest.split_once(is_blank) {
+            Some((k, r)) => (k, r.trim_start_matches(is_blank)),
+            None => (l.rest, ""),
+        };
+        let dest = match (kind, rest.is_empty()) {
+            ("stdout", true) => Some(LogDest::Stdout),
+            ("stderr", true) => Some(LogDest::Stderr),
+            ("syslog", true) => Some(LogDest::Syslog),
+            ("topic", true) => Some(LogDest::Topic),
+            ("none", true) => None,
+            ("file", false) => Some(LogDest::File(PathBuf::from(rest))),
+            ("file", true) => return Err(l.bad_value("log_dest file needs a path".to_owned())),
+            ("dlt", _) => {
+                return Err(l.not_supported("log_dest dlt is not supported by midge".to_owned()))
+            }
+            ("", _) => return Err(l.bad_value("log_dest needs a destination".to_owned())),
+            (_, false) if ["stdout", "stderr", "syslog", "topic", "none"].contains(&kind) => {
+                return Err(l.too_many(1))
+            }
+            (other, _) => {
+                return Err(l.bad_value(format!(
+                    "log_dest must be stdout, stderr, file PATH, syslog, topic or none; got \"{other}\""
+                )))
+            }
+        };
+        if !self.log_dests_seen {
+            self.log_dests_seen = true;
+            self.out.log.dests.clear();
+        }
+        match dest {
+            Some(d) if !self.out.log.dests.contains(&d) => self.out.log.dests.push(d),
+            Some(_) => {}
+            None => self.out.log.dests.clear(),
+        }
+        Ok(())
     }
 
     /// `listener PORT [ADDRESS]`; returns the new listener's index.
@@ -718,6 +829,8 @@ impl Parser {
                 address,
                 protocol: opts.protocol,
                 max_connections: opts.max_connections,
+                bind_interface: opts.bind_interface.clone(),
+                websockets_headers_size: opts.websockets_headers_size.unwrap_or(4096),
                 allow_anonymous: security.allow_anonymous.unwrap_or(false),
                 allow_zero_length_clientid: security.allow_zero_length_clientid.unwrap_or(true),
                 auto_id_prefix: security

@@ -470,8 +470,8 @@ fn error_not_supported_yet() {
         "m.conf:1: persistence true is not supported by midge yet (state is kept in memory only)"
     );
     assert_eq!(
-        err("listener 9001\nprotocol websockets\n"),
-        "m.conf:2: protocol websockets is not supported by midge yet"
+        err("log_dest dlt\n"),
+        "m.conf:1: log_dest dlt is not supported by midge"
     );
     assert_eq!(
         err("clientid_prefixes secure-\n"),
@@ -633,18 +633,28 @@ fn every_supported_option_has_a_handler() {
         ("allow_zero_length_clientid", "true"),
         ("auto_id_prefix", "x-"),
         ("bind_address", "127.0.0.1"),
+        ("bind_interface", "lo"),
+        ("connection_messages", "false"),
         ("include_dir", "<empty dir>"),
         ("listener", "1883"),
+        ("log_dest", "syslog"),
+        ("log_facility", "5"),
+        ("log_timestamp", "false"),
+        ("log_timestamp_format", "%Y-%m-%dT%H:%M:%S"),
+        ("log_type", "all"),
         ("max_connections", "1"),
         ("max_inflight_bytes", "1"),
         ("max_inflight_messages", "1"),
         ("max_keepalive", "60"),
         ("max_packet_size", "100"),
+        ("max_qos", "1"),
         ("max_queued_bytes", "1"),
         ("max_queued_messages", "1"),
+        ("max_topic_alias", "5"),
         ("message_size_limit", "1"),
         ("per_listener_settings", "false"),
         ("persistence", "false"),
+        ("pid_file", "/run/midge.pid"),
         ("port", "1883"),
         ("protocol", "mqtt"),
         ("queue_qos0_messages", "true"),
@@ -652,6 +662,10 @@ fn every_supported_option_has_a_handler() {
         ("retained_persistence", "false"),
         ("set_tcp_nodelay", "true"),
         ("socket_domain", "ipv4"),
+        ("sys_interval", "10"),
+        ("user", "midge"),
+        ("websockets_headers_size", "4096"),
+        ("websockets_log_level", "0"),
     ];
     let supported: Vec<&str> = OPTIONS
         .iter()
@@ -696,25 +710,14 @@ include_dir /etc/mosquitto/conf.d
     // Parsing stops at the first error.
     assert_eq!(
         parse_str(seed, origin).unwrap_err().to_string(),
-        "/etc/mosquitto/mosquitto.conf:1: pid_file is not supported by midge yet"
+        "/etc/mosquitto/mosquitto.conf:2: persistence true is not supported by midge yet (state is kept in memory only)"
     );
 
     // Taking each refused line out in turn (kept as a comment, so the line
     // numbers hold) gives every error the file has, in order.
     let expected = [
-        "1: pid_file is not supported by midge yet",
         "2: persistence true is not supported by midge yet (state is kept in memory only)",
         "3: persistence_location is not supported by midge yet",
-        "4: log_dest is not supported by midge yet",
-        "5: log_dest is not supported by midge yet",
-        "6: log_type is not supported by midge yet",
-        "7: log_type is not supported by midge yet",
-        "8: log_type is not supported by midge yet",
-        "9: log_type is not supported by midge yet",
-        "10: log_type is not supported by midge yet",
-        "11: log_type is not supported by midge yet",
-        "13: connection_messages is not supported by midge yet",
-        "14: log_timestamp is not supported by midge yet",
     ];
     let conf_d = TempDir::new("seed");
     let mut lines: Vec<String> = seed.lines().map(str::to_owned).collect();
@@ -726,7 +729,23 @@ include_dir /etc/mosquitto/conf.d
         match parse_str(&lines.join("\n"), origin) {
             Ok(config) => {
                 assert!(config.local_only);
-                assert_eq!(config.options_seen, vec!["include_dir"]);
+                assert_eq!(
+                    config.pid_file,
+                    Some(PathBuf::from("/var/run/mosquitto.pid"))
+                );
+                assert_eq!(
+                    config.log.dests,
+                    vec![
+                        LogDest::Syslog,
+                        LogDest::File(PathBuf::from("/var/log/mosquitto/mosquitto.log"))
+                    ]
+                );
+                use log_types::*;
+                assert_eq!(
+                    config.log.types,
+                    ERROR | WARNING | NOTICE | INFORMATION | SUBSCRIBE | UNSUBSCRIBE
+                );
+                assert!(config.log.connection_messages && config.log.timestamp);
                 break;
             }
             Err(e) => {
@@ -801,4 +820,37 @@ fn port_override_follows_mosquitto_2() {
     let mut config = ok("listener 1884\n");
     assert!(!config.apply_port_override(1999));
     assert_eq!(addresses(&config), vec![tcp(1884, None)]);
+}
+
+#[test]
+fn logging_options() {
+    let c = ok("");
+    assert_eq!(c.log, LogConfig::default());
+    let c = ok("log_dest stdout\nlog_dest file /tmp/a b.log\nlog_dest stdout\n");
+    assert_eq!(
+        c.log.dests,
+        vec![
+            LogDest::Stdout,
+            LogDest::File(PathBuf::from("/tmp/a b.log"))
+        ]
+    );
+    assert!(ok("log_dest none\n").log.dests.is_empty());
+    assert_eq!(ok("log_type none\n").log.types, 0);
+    assert_eq!(
+        ok("log_type debug\nlog_type error\n").log.types,
+        log_types::DEBUG | log_types::ERROR
+    );
+    assert_eq!(
+        err("log_dest file\n"),
+        "m.conf:1: log_dest file needs a path"
+    );
+    assert!(err("log_dest carrier-pigeon\n").starts_with("m.conf:1: log_dest must be"));
+    assert!(err("log_type chatty\n").starts_with("m.conf:1: log_type must be one of"));
+    assert!(err("log_facility 8\n").starts_with("m.conf:1:"));
+    let c = ok("log_timestamp_format %Y-%m-%d %H:%M:%S\nconnection_messages false\n");
+    assert_eq!(c.log.timestamp_format.as_deref(), Some("%Y-%m-%d %H:%M:%S"));
+    assert!(!c.log.connection_messages);
+    let c = ok("listener 8080\nprotocol websockets\nwebsockets_headers_size 8192\n");
+    assert_eq!(c.listeners[0].protocol, ListenerProtocol::Websockets);
+    assert_eq!(c.listeners[0].websockets_headers_size, 8192);
 }

@@ -209,6 +209,73 @@ impl Broker {
         self.auth_methods.push(method);
     }
 
+    /// Applies a reloaded configuration (SIGHUP). Limits apply to what
+    /// happens from now on; connected clients keep what they negotiated.
+    pub fn set_config(&mut self, config: BrokerConfig) {
+        let seed = self.config.id_seed;
+        self.config = BrokerConfig {
+            id_seed: seed,
+            ..config
+        };
+    }
+
+    /// Publishes a message from the broker itself (`$SYS` topics, log
+    /// lines with `log_dest topic`).
+    pub fn publish_internal(
+        &mut self,
+        topic: &str,
+        payload: bytes::Bytes,
+        retain: bool,
+        now: Instant,
+    ) {
+        let msg = Arc::new(Message {
+            topic: ByteString::from(topic),
+            payload,
+            qos: midge_codec::QoS::AtMostOnce,
+            retain,
+            properties: Properties::default(),
+            publisher: None,
+            expires_at: None,
+        });
+        self.publish_message(msg, now);
+    }
+
+    /// Every subscription as `client_id filter qos`, for SIGUSR2.
+    pub fn dump_subscriptions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in self.sessions.slots.iter().flatten() {
+            for (filter, sub) in &s.subscriptions {
+                out.push(format!(
+                    "{} {} {}",
+                    s.client_id, filter, sub.options.qos as u8
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Sessions kept for clients that are not connected.
+    pub fn offline_session_count(&self) -> usize {
+        self.sessions
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.conn.is_none())
+            .count()
+    }
+
+    /// Messages waiting in sessions' queues and in flight.
+    pub fn stored_message_count(&self) -> usize {
+        self.sessions
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| s.queue.len() + s.inflight.len())
+            .sum::<usize>()
+            + self.retained.len()
+    }
+
     pub fn config(&self) -> &BrokerConfig {
         &self.config
     }

@@ -11,6 +11,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::router::RouterMsg;
+use crate::server::Counters;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// Read buffer taken when data flows; see [`read_loop`].
 const READ_CHUNK: usize = 8 * 1024;
@@ -25,6 +28,7 @@ pub async fn run_connection<S>(
     peer: String,
     router: mpsc::Sender<RouterMsg>,
     max_packet_size: usize,
+    counters: Arc<Counters>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -42,8 +46,8 @@ pub async fn run_connection<S>(
     {
         return;
     }
-    let writer = tokio::spawn(write_loop(wr, rx, closed_tx));
-    read_loop(rd, conn, &router, max_packet_size, closed_rx).await;
+    let writer = tokio::spawn(write_loop(counters.clone(), wr, rx, closed_tx));
+    read_loop(rd, conn, &router, max_packet_size, closed_rx, &counters).await;
     // The writer ends when the router drops its sender (after Lost) or
     // after a closing batch.
     let _ = writer.await;
@@ -55,6 +59,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     router: &mpsc::Sender<RouterMsg>,
     max_packet_size: usize,
     mut closed: oneshot::Receiver<bool>,
+    counters: &Counters,
 ) {
     let mut buf = BytesMut::new();
     let mut version: Option<ProtocolVersion> = None;
@@ -78,7 +83,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let _ = router.send(RouterMsg::Lost { conn }).await;
                 return;
             }
-            Ok(_) => {}
+            Ok(n) => {
+                counters
+                    .bytes_received
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
         }
         let mut packets = Vec::new();
         let mut error = None;
@@ -130,6 +139,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(
+    counters: Arc<Counters>,
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Transmit>,
     closed: oneshot::Sender<bool>,
@@ -144,9 +154,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        if wr.write_all(&out).await.is_err() {
+        if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
             break 'outer;
         }
+        counters
+            .bytes_sent
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
         out.clear();
         if out.capacity() > WRITE_BATCH * 2 {
             out = BytesMut::new();

@@ -10,6 +10,8 @@ pub mod connection;
 pub mod log;
 pub mod router;
 pub mod server;
+pub mod sys;
+pub mod ws;
 
 pub use log::{LogType, Logger};
-pub use server::{serve, ServerOptions};
+pub use server::{serve, BoundListener, Control, Listener, ServerOptions};

@@ -13,6 +13,10 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::log::{LogType, Logger};
+use crate::server::{Control, Counters, ServerOptions};
+use crate::sys::SysTopics;
+use bytes::Bytes;
+use std::sync::Arc;
 
 /// What connection tasks tell the router.
 #[derive(Debug)]
@@ -53,17 +57,30 @@ struct Peer {
 const BATCH: usize = 256;
 
 pub async fn run_router(
-    mut broker: Broker,
+    options: ServerOptions,
     mut rx: mpsc::Receiver<RouterMsg>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    counters: Arc<Counters>,
     log: Logger,
     shutdown: impl Future<Output = ()>,
 ) {
+    let mut broker = Broker::new(options.broker.clone());
     let mut peers: HashMap<ConnId, Peer> = HashMap::new();
+    let (topic_tx, mut topic_rx) = mpsc::unbounded_channel();
+    log.set_topic_sink(topic_tx);
+    let mut sys = SysTopics::new(options.sys_interval, counters);
     tokio::pin!(shutdown);
     loop {
         let deadline = broker.poll_timeout();
         let sleep = async {
             match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let sys_due = sys.next_due();
+        let sys_sleep = async {
+            match sys_due {
                 Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
                 None => std::future::pending().await,
             }
@@ -84,6 +101,27 @@ pub async fn run_router(
                 }
             }
             _ = sleep => broker.handle_timeout(Instant::now()),
+            _ = sys_sleep => sys.publish(&mut broker, Instant::now()),
+            line = topic_rx.recv() => {
+                if let Some(l) = line {
+                    let topic = format!("$SYS/broker/log/{}", l.kind.topic_level());
+                    broker.publish_internal(&topic, Bytes::from(l.line), false, Instant::now());
+                }
+            }
+            c = control.recv() => match c {
+                Some(Control::Reload(o)) => {
+                    broker.set_config(o.broker.clone());
+                    sys.set_interval(o.sys_interval);
+                }
+                Some(Control::DumpSubscriptions) => {
+                    let lines = broker.dump_subscriptions();
+                    crate::log!(log, LogType::NOTICE, "Subscriptions ({}):", lines.len());
+                    for l in lines {
+                        crate::log!(log, LogType::NOTICE, "  {}", l);
+                    }
+                }
+                None => {}
+            },
             _ = &mut shutdown => {
                 broker.shutdown(Instant::now());
                 flush(&mut broker, &mut peers, &log);
@@ -187,6 +225,8 @@ fn log_event(e: &BrokerEvent, peers: &HashMap<ConnId, Peer>, log: &Logger) {
             .unwrap_or("unknown")
     };
     match e {
+        BrokerEvent::ClientConnected { .. } | BrokerEvent::ClientDisconnected { .. }
+            if !log.connection_messages() => {}
         BrokerEvent::ClientConnected {
             conn,
             client_id,

@@ -1,13 +1,16 @@
-//! Wiring: accept loops for the listeners the caller bound, the router task,
-//! and shutdown. Modelled on mini-redis: listeners and a shutdown future come
-//! in from outside so tests bind port 0 and stop the server when they like.
+//! Wiring: accept loops for the listeners the caller bound (TCP, Unix
+//! sockets, either one carrying MQTT or MQTT over WebSockets), the router
+//! task, operator controls (reload, dumps) and shutdown. Modelled on
+//! mini-redis: listeners and a shutdown future come in from outside so tests
+//! bind port 0 and stop the server when they like.
 
-use midge_core::{Broker, BrokerConfig, ConnId};
+use midge_core::{BrokerConfig, ConnId};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 
 use crate::connection::run_connection;
@@ -21,8 +24,8 @@ pub struct ServerOptions {
     /// Largest packet accepted from a client, in bytes (`max_packet_size`;
     /// the protocol's own limit, 268 435 460, when 0).
     pub max_packet_size: usize,
-    /// Disable Nagle's algorithm on client sockets (`set_tcp_nodelay`).
-    pub set_tcp_nodelay: bool,
+    /// How often `$SYS/broker/...` is published (`sys_interval`); `None` = never.
+    pub sys_interval: Option<Duration>,
 }
 
 impl Default for ServerOptions {
@@ -30,9 +33,56 @@ impl Default for ServerOptions {
         ServerOptions {
             broker: BrokerConfig::default(),
             max_packet_size: 0,
-            set_tcp_nodelay: false,
+            sys_interval: Some(Duration::from_secs(10)),
         }
     }
+}
+
+/// A bound socket to accept clients on.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// A listener and its settings.
+#[derive(Debug)]
+pub struct BoundListener {
+    pub listener: Listener,
+    /// `protocol websockets`.
+    pub websockets: bool,
+    /// `max_connections`; `None` = no limit.
+    pub max_connections: Option<u32>,
+    /// `set_tcp_nodelay`.
+    pub nodelay: bool,
+}
+
+impl BoundListener {
+    /// A plain MQTT listener with no limits.
+    pub fn mqtt(listener: Listener) -> Self {
+        BoundListener {
+            listener,
+            websockets: false,
+            max_connections: None,
+            nodelay: false,
+        }
+    }
+}
+
+/// What the operator can ask of a running server (signals, in the binary).
+#[derive(Debug)]
+pub enum Control {
+    /// SIGHUP: apply a reloaded configuration.
+    Reload(Box<ServerOptions>),
+    /// SIGUSR2: write every subscription to the log.
+    DumpSubscriptions,
+}
+
+/// Traffic counters kept by the connection tasks, read for `$SYS`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
 }
 
 /// Largest packet the protocol allows: 268 435 455 bytes of remaining
@@ -45,9 +95,10 @@ const ROUTER_QUEUE: usize = 4096;
 
 /// Runs the broker on the given listeners until `shutdown` completes.
 pub async fn serve(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<BoundListener>,
     options: ServerOptions,
     log: Logger,
+    control: mpsc::UnboundedReceiver<Control>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let (router_tx, router_rx) = mpsc::channel(ROUTER_QUEUE);
@@ -56,26 +107,34 @@ pub async fn serve(
         0 => PROTOCOL_MAX_PACKET,
         n => n,
     };
-    let next_id = Arc::new(AtomicU64::new(1));
+    let counters = Arc::new(Counters::default());
+    let shared = Arc::new(AcceptShared {
+        router: router_tx,
+        next_id: AtomicU64::new(1),
+        max_packet,
+        log: log.clone(),
+        counters: counters.clone(),
+    });
     let mut accepts = Vec::new();
     for listener in listeners {
         accepts.push(tokio::spawn(accept_loop(
             listener,
-            router_tx.clone(),
-            next_id.clone(),
-            max_packet,
-            options.set_tcp_nodelay,
-            log.clone(),
+            shared.clone(),
             stop_rx.clone(),
         )));
     }
-    drop(router_tx);
-    let broker = Broker::new(options.broker);
-    let router_log = log.clone();
-    let router = tokio::spawn(run_router(broker, router_rx, router_log, async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    }));
+    drop(shared);
+    let router = tokio::spawn(run_router(
+        options,
+        router_rx,
+        control,
+        counters,
+        log.clone(),
+        async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        },
+    ));
     let _ = router.await;
     for a in accepts {
         a.abort();
@@ -84,55 +143,163 @@ pub async fn serve(
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+struct AcceptShared {
     router: mpsc::Sender<RouterMsg>,
-    next_id: Arc<AtomicU64>,
+    next_id: AtomicU64,
     max_packet: usize,
-    nodelay: bool,
     log: Logger,
-    mut stop: watch::Receiver<bool>,
-) {
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    counters: Arc<Counters>,
+}
+
+/// Decrements the listener's connection count when the connection ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watch::Receiver<bool>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let name = match &l.listener {
+        Listener::Tcp(t) => format!("port {}", t.local_addr().map(|a| a.port()).unwrap_or(0)),
+        Listener::Unix(u) => format!(
+            "socket {}",
+            u.local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_default()
+        ),
+    };
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = accept(&l.listener) => a,
             _ = stop.changed() => return,
         };
-        match accepted {
-            Ok((stream, addr)) => {
-                if nodelay {
-                    let _ = stream.set_nodelay(true);
-                }
-                let conn = ConnId(next_id.fetch_add(1, Ordering::Relaxed));
-                let peer = addr.to_string();
-                crate::log!(
-                    log,
-                    LogType::INFORMATION,
-                    "New connection from {} on port {}.",
-                    peer,
-                    port
-                );
-                tokio::spawn(run_connection(
-                    stream,
-                    conn,
-                    peer,
-                    router.clone(),
-                    max_packet,
-                ));
-            }
+        let (stream, peer) = match accepted {
+            Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors and the like: refuse gracefully,
                 // try again shortly.
                 crate::log!(
-                    log,
+                    shared.log,
                     LogType::ERROR,
-                    "Error accepting connection on port {}: {}.",
-                    port,
+                    "Error accepting connection on {}: {}.",
+                    name,
                     e
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if let Some(max) = l.max_connections {
+            if open.load(Ordering::Relaxed) >= max as usize {
+                crate::log!(
+                    shared.log,
+                    LogType::NOTICE,
+                    "Client connection from {} denied: max_connections exceeded.",
+                    peer
+                );
+                drop(stream);
+                continue;
             }
         }
+        open.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot(open.clone());
+        crate::log!(
+            shared.log,
+            LogType::INFORMATION,
+            "New connection from {} on {}.",
+            peer,
+            name
+        );
+        let shared = shared.clone();
+        let websockets = l.websockets;
+        let nodelay = l.nodelay;
+        tokio::spawn(async move {
+            let _slot = slot;
+            match stream {
+                Accepted::Tcp(s) => {
+                    if nodelay {
+                        let _ = s.set_nodelay(true);
+                    }
+                    drive(s, websockets, peer, &shared).await
+                }
+                Accepted::Unix(s) => drive(s, websockets, peer, &shared).await,
+            }
+        });
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(l: &Listener) -> std::io::Result<(Accepted, String)> {
+    match l {
+        Listener::Tcp(t) => {
+            let (s, a) = t.accept().await?;
+            Ok((Accepted::Tcp(s), a.to_string()))
+        }
+        Listener::Unix(u) => {
+            let (s, _) = u.accept().await?;
+            let path = u
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_else(|| "unix".to_owned());
+            Ok((Accepted::Unix(s), path))
+        }
+    }
+}
+
+async fn drive<S>(stream: S, websockets: bool, peer: String, shared: &AcceptShared)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
+    if websockets {
+        match tokio::time::timeout(Duration::from_secs(10), crate::ws::accept(stream)).await {
+            Ok(Ok(ws)) => {
+                run_connection(
+                    ws,
+                    conn,
+                    peer,
+                    shared.router.clone(),
+                    shared.max_packet,
+                    shared.counters.clone(),
+                )
+                .await
+            }
+            Ok(Err(e)) => {
+                crate::log!(
+                    shared.log,
+                    LogType::WEBSOCKETS,
+                    "WebSocket handshake with {} failed: {}.",
+                    peer,
+                    e
+                );
+            }
+            Err(_) => {
+                crate::log!(
+                    shared.log,
+                    LogType::WEBSOCKETS,
+                    "WebSocket handshake with {} timed out.",
+                    peer
+                );
+            }
+        }
+    } else {
+        run_connection(
+            stream,
+            conn,
+            peer,
+            shared.router.clone(),
+            shared.max_packet,
+            shared.counters.clone(),
+        )
+        .await
     }
 }

@@ -1,21 +1,26 @@
-//! `midge`: the broker binary. Takes Mosquitto's command line (`-c`, `-p`,
-//! `-v`, `--test-config`), reads a `mosquitto.conf`, binds the listeners and
-//! runs the server until SIGINT or SIGTERM.
+//! `midge`: the broker binary. Takes Mosquitto's command line (`-c`, `-d`,
+//! `-p`, `-v`, `--test-config`), reads a `mosquitto.conf`, binds the
+//! listeners, drops privileges, and runs the server. Signals as Mosquitto:
+//! SIGHUP reloads, SIGUSR1 checkpoints, SIGUSR2 logs the subscriptions,
+//! SIGINT/SIGTERM stop. Under systemd (`Type=notify`) it reports READY,
+//! RELOADING, STOPPING and watchdog pings on `$NOTIFY_SOCKET`.
+
+mod listen;
+mod notify;
 
 use clap::Parser;
-use midge_config::{Config, ListenAddress, SocketDomain};
+use midge_config::Config;
 use midge_core::BrokerConfig;
-use midge_server::{log, serve, LogType, Logger, ServerOptions};
-use std::net::SocketAddr;
+use midge_server::{log, serve, Control, LogType, Logger, ServerOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::net::TcpListener;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
 
 /// Exit code for a configuration that cannot be used (Mosquitto's).
 const EXIT_CONFIG: u8 = 3;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "midge",
     version,
@@ -33,7 +38,7 @@ struct Args {
     /// Log everything (log_type all).
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
-    /// Run in the background (not supported yet).
+    /// Run in the background.
     #[arg(short = 'd', long = "daemon")]
     daemon: bool,
     /// Check the configuration file and exit.
@@ -41,32 +46,50 @@ struct Args {
     test_config: bool,
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
+fn load_config(args: &Args) -> Result<Config, String> {
     let mut config = match &args.config_file {
-        Some(path) => match midge_config::parse_file(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("Error: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
+        Some(path) => midge_config::parse_file(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
-    if let Err(reason) = check_supported(&config, &args) {
-        eprintln!("Error: {reason}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let port_applied = config.apply_port_overrides(&args.port);
+    check_supported(&config)?;
+    config.apply_port_overrides(&args.port);
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     if args.test_config {
         println!("Configuration is valid.");
         return ExitCode::SUCCESS;
     }
-    let log = Logger::stderr(if args.verbose {
-        LogType::ALL
-    } else {
-        LogType::DEFAULT
-    });
+    if args.daemon {
+        // Before any thread exists. The working directory is kept so
+        // relative paths in the configuration mean what they meant.
+        if let Err(e) = nix::unistd::daemon(true, false) {
+            eprintln!("Error: cannot daemonize: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let log = Logger::new(config.log.clone(), args.verbose);
+    if let Some(pid_file) = &config.pid_file {
+        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+            log!(
+                log,
+                LogType::ERROR,
+                "Error: Unable to write pid file {}: {}.",
+                pid_file.display(),
+                e
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     log!(
         log,
         LogType::NOTICE,
@@ -77,31 +100,38 @@ fn main() -> ExitCode {
         Some(p) => log!(log, LogType::NOTICE, "Config loaded from {}.", p.display()),
         None => log!(log, LogType::NOTICE, "Using default config."),
     }
-    if !args.port.is_empty() && !port_applied {
-        log!(
-            log,
-            LogType::WARNING,
-            "Warning: -p is ignored when the configuration file defines listeners."
-        );
-    }
     if config.local_only {
         log!(
             log,
             LogType::NOTICE,
             "Starting in local only mode. Connections will only be possible from clients running on this machine."
         );
+        if args.config_file.is_some() {
+            log!(
+                log,
+                LogType::NOTICE,
+                "Create a configuration file which defines a listener to allow remote access."
+            );
+        }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let code = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(r) => r,
+        Ok(runtime) => runtime.block_on(run(args, config.clone(), log.clone())),
         Err(e) => {
-            eprintln!("Error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            log!(
+                log,
+                LogType::ERROR,
+                "Error: cannot start the runtime: {}",
+                e
+            );
+            ExitCode::FAILURE
         }
     };
-    let code = runtime.block_on(run(config, log.clone()));
+    if let Some(pid_file) = &config.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
     log!(
         log,
         LogType::NOTICE,
@@ -113,41 +143,15 @@ fn main() -> ExitCode {
 
 /// Refuses what the configuration asks for but this build cannot do yet,
 /// rather than ignoring it.
-fn check_supported(config: &Config, args: &Args) -> Result<(), String> {
-    if args.daemon {
-        return Err("-d (daemon mode) is not supported by midge yet".into());
-    }
-    for l in &config.listeners {
-        if let ListenAddress::Unix { path } = &l.address {
-            return Err(format!(
-                "Unix socket listeners ({}) are not supported by midge yet",
-                path.display()
-            ));
-        }
-        if l.max_connections.is_some() {
-            return Err("max_connections is not supported by midge yet".into());
-        }
-    }
+fn check_supported(config: &Config) -> Result<(), String> {
     if config.max_inflight_bytes != 0 {
         return Err("max_inflight_bytes is not supported by midge yet".into());
     }
     Ok(())
 }
 
-async fn run(config: Config, log: Logger) -> ExitCode {
-    let listeners = match bind_all(&config, &log).await {
-        Ok(l) => l,
-        Err(e) => {
-            log!(log, LogType::ERROR, "Error: {}", e);
-            return ExitCode::FAILURE;
-        }
-    };
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        ^ (u64::from(std::process::id()) << 32);
-    let options = ServerOptions {
+fn server_options(config: &Config, seed: u64) -> ServerOptions {
+    ServerOptions {
         broker: BrokerConfig {
             max_inflight_messages: config.max_inflight_messages,
             max_queued_messages: config.max_queued_messages,
@@ -161,106 +165,140 @@ async fn run(config: Config, log: Logger) -> ExitCode {
             message_size_limit: config.message_size_limit,
             id_seed: seed,
             maximum_packet_size: config.max_packet_size,
+            topic_alias_maximum: config.max_topic_alias,
+            maximum_qos: midge_codec::QoS::from_u8(config.max_qos)
+                .unwrap_or(midge_codec::QoS::ExactlyOnce),
             ..BrokerConfig::default()
         },
         max_packet_size: config.max_packet_size as usize,
-        set_tcp_nodelay: config.set_tcp_nodelay,
+        sys_interval: (config.sys_interval > 0)
+            .then(|| Duration::from_secs(u64::from(config.sys_interval))),
+    }
+}
+
+async fn run(args: Args, config: Config, log: Logger) -> ExitCode {
+    let listeners = match listen::bind_all(&config, &log).await {
+        Ok(l) => l,
+        Err(e) => {
+            log!(log, LogType::ERROR, "Error: {}", e);
+            return ExitCode::FAILURE;
+        }
     };
-    serve(listeners, options, log, shutdown_signal()).await;
+    if let Some(user) = &config.user {
+        if let Err(e) = drop_privileges(user, &log) {
+            log!(log, LogType::ERROR, "Error: {}", e);
+            return ExitCode::FAILURE;
+        }
+    }
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (u64::from(std::process::id()) << 32);
+    let options = server_options(&config, seed);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let signals = tokio::spawn(handle_signals(
+        args,
+        config,
+        log.clone(),
+        control_tx,
+        stop_tx,
+        seed,
+    ));
+    notify::send("READY=1");
+    notify::spawn_watchdog();
+    serve(listeners, options, log, control_rx, async move {
+        let _ = stop_rx.await;
+    })
+    .await;
+    signals.abort();
     ExitCode::SUCCESS
 }
 
-async fn shutdown_signal() {
+/// Mosquitto's signals. A failed reload keeps the running configuration.
+async fn handle_signals(
+    args: Args,
+    mut config: Config,
+    log: Logger,
+    control: mpsc::UnboundedSender<Control>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    seed: u64,
+) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
     ) else {
-        // Without signal handlers, run until killed.
-        return std::future::pending().await;
+        log!(
+            log,
+            LogType::ERROR,
+            "Error: cannot install signal handlers."
+        );
+        return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
-
-/// Binds every TCP listener. An address given by name binds each address
-/// the name resolves to; no address binds IPv4 and IPv6 wildcards apart, as
-/// Mosquitto does.
-async fn bind_all(config: &Config, log: &Logger) -> Result<Vec<TcpListener>, String> {
-    let mut out = Vec::new();
-    for l in &config.listeners {
-        let ListenAddress::Tcp {
-            port,
-            bind,
-            socket_domain,
-        } = &l.address
-        else {
-            continue;
-        };
-        let addrs: Vec<SocketAddr> = match bind {
-            Some(host) => tokio::net::lookup_host((host.as_str(), *port))
-                .await
-                .map_err(|e| format!("cannot resolve listener address {host}: {e}"))?
-                .collect(),
-            None => vec![
-                SocketAddr::from(([0, 0, 0, 0], *port)),
-                SocketAddr::from(([0u16; 8], *port)),
-            ],
-        };
-        for addr in addrs {
-            let wanted = match socket_domain {
-                Some(SocketDomain::Ipv4) => addr.is_ipv4(),
-                Some(SocketDomain::Ipv6) => addr.is_ipv6(),
-                None => true,
-            };
-            if !wanted {
-                continue;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                notify::send(&format!("RELOADING=1\nMONOTONIC_USEC={}", notify::monotonic_usec()));
+                log!(log, LogType::NOTICE, "Reloading config.");
+                log.reopen();
+                match load_config(&args) {
+                    Ok(new) => {
+                        log.reconfigure(new.log.clone(), args.verbose);
+                        for (what, changed) in [
+                            ("listeners", new.listeners != config.listeners),
+                            ("pid_file", new.pid_file != config.pid_file),
+                            ("user", new.user != config.user),
+                        ] {
+                            if changed {
+                                log!(log, LogType::WARNING, "Warning: changes to {} take effect after a restart.", what);
+                            }
+                        }
+                        let _ = control.send(Control::Reload(Box::new(server_options(&new, seed))));
+                        config = new;
+                    }
+                    Err(e) => log!(log, LogType::ERROR, "Error: reload failed, keeping the running configuration: {}", e),
+                }
+                notify::send("READY=1");
             }
-            match bind_one(addr) {
-                Ok(listener) => {
-                    let actual = listener.local_addr().map(|a| a.port()).unwrap_or(*port);
-                    let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
-                    log!(
-                        log,
-                        LogType::NOTICE,
-                        "Opening {} listen socket on port {}.",
-                        family,
-                        actual
-                    );
-                    out.push(listener);
-                }
-                // IPv6 may be disabled on the host; IPv4 alone is enough.
-                Err(e) if addr.is_ipv6() && !out.is_empty() => {
-                    log!(
-                        log,
-                        LogType::WARNING,
-                        "Warning: cannot listen on {}: {}.",
-                        addr,
-                        e
-                    );
-                }
-                Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+            _ = usr1.recv() => {
+                log!(log, LogType::NOTICE, "Persistence is off (state is kept in memory): nothing to save.");
+            }
+            _ = usr2.recv() => {
+                let _ = control.send(Control::DumpSubscriptions);
             }
         }
     }
-    if out.is_empty() {
-        return Err("no listener could be opened".into());
-    }
-    Ok(out)
+    notify::send("STOPPING=1");
+    let _ = stop.send(());
 }
 
-fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        // So 0.0.0.0 and :: can share a port.
-        socket.set_only_v6(true)?;
+/// Switches to `user` after the listeners are bound, as Mosquitto does when
+/// started as root. Not root: nothing to drop.
+fn drop_privileges(user: &str, log: &Logger) -> Result<(), String> {
+    use nix::unistd::{getuid, setgid, setgroups, setuid, User};
+    if !getuid().is_root() {
+        return Ok(());
     }
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    let account = User::from_name(user)
+        .map_err(|e| format!("cannot look up user {user}: {e}"))?
+        .ok_or_else(|| {
+            format!("user {user} does not exist; create it or change the user option")
+        })?;
+    setgroups(&[account.gid]).map_err(|e| format!("setgroups: {e}"))?;
+    setgid(account.gid).map_err(|e| format!("setgid: {e}"))?;
+    setuid(account.uid).map_err(|e| format!("setuid: {e}"))?;
+    log!(
+        log,
+        LogType::INFORMATION,
+        "Dropped privileges to user {}.",
+        user
+    );
+    Ok(())
 }

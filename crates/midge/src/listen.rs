@@ -1,0 +1,138 @@
+//! Binding the configured listeners: TCP (by address or name, or the IPv4
+//! and IPv6 wildcards side by side), Unix sockets, `bind_interface`, and the
+//! settings each listener carries into the server.
+
+use midge_config::{Config, ListenAddress, ListenerProtocol, SocketDomain};
+use midge_server::{log, BoundListener, Listener, LogType, Logger};
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, UnixListener};
+
+/// Binds every listener; logs each as Mosquitto does ("Opening ipv4 listen
+/// socket on port N."), with the real port when 0 was asked for.
+pub async fn bind_all(config: &Config, log: &Logger) -> Result<Vec<BoundListener>, String> {
+    let mut out = Vec::new();
+    // `-p 0`: the first socket picks a free port, the others (the ::1 twin)
+    // take the same one, so a client gets one port for both families.
+    let mut picked: Option<u16> = None;
+    for l in &config.listeners {
+        let websockets = l.protocol == ListenerProtocol::Websockets;
+        let settings = |listener| BoundListener {
+            listener,
+            websockets,
+            max_connections: l.max_connections,
+            nodelay: config.set_tcp_nodelay,
+        };
+        match &l.address {
+            ListenAddress::Unix { path } => {
+                // A socket file left by a previous run would make bind fail.
+                if std::fs::symlink_metadata(path).is_ok_and(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                }) {
+                    let _ = std::fs::remove_file(path);
+                }
+                let listener = UnixListener::bind(path)
+                    .map_err(|e| format!("cannot listen on Unix socket {}: {e}", path.display()))?;
+                log!(
+                    log,
+                    LogType::NOTICE,
+                    "Opening unix listen socket on path {}.",
+                    path.display()
+                );
+                out.push(settings(Listener::Unix(listener)));
+            }
+            ListenAddress::Tcp {
+                port,
+                bind,
+                socket_domain,
+            } => {
+                let addrs: Vec<SocketAddr> = match bind {
+                    Some(host) => tokio::net::lookup_host((host.as_str(), *port))
+                        .await
+                        .map_err(|e| format!("cannot resolve listener address {host}: {e}"))?
+                        .collect(),
+                    None => vec![
+                        SocketAddr::from(([0, 0, 0, 0], *port)),
+                        SocketAddr::from(([0u16; 8], *port)),
+                    ],
+                };
+                let before = out.len();
+                for addr in addrs {
+                    let wanted = match socket_domain {
+                        Some(SocketDomain::Ipv4) => addr.is_ipv4(),
+                        Some(SocketDomain::Ipv6) => addr.is_ipv6(),
+                        None => true,
+                    };
+                    if !wanted {
+                        continue;
+                    }
+                    let mut addr = addr;
+                    if *port == 0 {
+                        if let Some(p) = picked {
+                            addr.set_port(p);
+                        }
+                    }
+                    let bound = bind_tcp(addr, l.bind_interface.as_deref()).or_else(|e| {
+                        if *port == 0 && addr.port() != 0 {
+                            addr.set_port(0);
+                            bind_tcp(addr, l.bind_interface.as_deref())
+                        } else {
+                            Err(e)
+                        }
+                    });
+                    match bound {
+                        Ok(listener) => {
+                            let actual = listener.local_addr().map(|a| a.port()).unwrap_or(*port);
+                            if *port == 0 && picked.is_none() {
+                                picked = Some(actual);
+                            }
+                            let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
+                            let kind = if websockets { " websockets" } else { "" };
+                            log!(
+                                log,
+                                LogType::NOTICE,
+                                "Opening {}{} listen socket on port {}.",
+                                family,
+                                kind,
+                                actual
+                            );
+                            out.push(settings(Listener::Tcp(listener)));
+                        }
+                        // IPv6 may be disabled on the host; IPv4 alone is enough.
+                        Err(e) if addr.is_ipv6() && out.len() > before => {
+                            log!(
+                                log,
+                                LogType::WARNING,
+                                "Warning: cannot listen on {}: {}.",
+                                addr,
+                                e
+                            );
+                        }
+                        Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("no listener could be opened".into());
+    }
+    Ok(out)
+}
+
+fn bind_tcp(addr: SocketAddr, interface: Option<&str>) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // So 0.0.0.0 and :: can share a port.
+        socket.set_only_v6(true)?;
+    }
+    if let Some(name) = interface {
+        socket.bind_device(Some(name.as_bytes()))?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
