@@ -28,6 +28,7 @@ use crate::shared::SharedGroups;
 use crate::topic_tree::SubscriptionTree;
 
 mod connect;
+mod persist;
 mod publish;
 mod subscribe;
 
@@ -178,6 +179,7 @@ pub struct Broker {
     route_generation: u64,
     targets: Vec<Target>,
     groups_scratch: Vec<u32>,
+    store_ops: Vec<crate::persist::StoreOp>,
     id_state: u64,
     stats: Stats,
 }
@@ -199,6 +201,7 @@ impl Broker {
             route_generation: 0,
             targets: Vec::new(),
             groups_scratch: Vec::new(),
+            store_ops: Vec::new(),
             id_state,
             stats: Stats::default(),
         }
@@ -606,6 +609,14 @@ impl Broker {
                 }
             }
         }
+        if s.stored && expiry != 0 {
+            let will = s.pending_will.as_ref().map(|(w, _)| w.clone());
+            self.store_ops
+                .push(crate::persist::StoreOp::SessionOffline {
+                    client_id: s.client_id.clone(),
+                    will,
+                });
+        }
         // QoS 1/2 copies sent through a shared subscription go to another
         // member rather than wait for this one.
         self.redistribute_shared(key, now);
@@ -631,6 +642,11 @@ impl Broker {
         let Some(s) = self.sessions.remove(key) else {
             return;
         };
+        if s.stored {
+            self.store_ops.push(crate::persist::StoreOp::DeleteSession {
+                client_id: s.client_id.clone(),
+            });
+        }
         for filter in s.subscriptions.keys() {
             match midge_codec::parse_shared(filter) {
                 Some((group, f)) => {
@@ -692,5 +708,7 @@ impl Broker {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_persist;
 #[cfg(test)]
 mod tests_v5;

@@ -44,6 +44,9 @@ pub struct BrokerConfig {
     /// Response Information 1): the prefix of topics they may use for
     /// responses. `None` sends nothing, which the spec allows.
     pub response_information: Option<String>,
+    /// Keep retained messages and persistent sessions in the store
+    /// (`persistence`): the core then lists changes as store operations.
+    pub persistence: bool,
 }
 
 impl Default for BrokerConfig {
@@ -65,6 +68,7 @@ impl Default for BrokerConfig {
             maximum_qos: midge_codec::QoS::ExactlyOnce,
             maximum_packet_size: 0,
             response_information: None,
+            persistence: false,
         }
     }
 }

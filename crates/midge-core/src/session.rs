@@ -67,6 +67,8 @@ pub struct Delivery {
     /// Set when the copy came through a shared subscription: if this
     /// session goes away before acknowledging it, another member gets it.
     pub shared_group: Option<u32>,
+    /// Number of the stored copy in a persisted session (0: not stored).
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +123,10 @@ pub struct Session {
     pub link: LinkState,
     /// Messages dropped because the queue was full (Mosquitto's counter).
     pub dropped: u64,
+    /// The store holds this session (persistence on, expiry above 0).
+    pub stored: bool,
+    /// Next number for a stored copy of a message.
+    pub next_seq: u64,
     last_packet_id: u16,
     /// Marks the routing pass that last matched this session, so a message
     /// matching several of its subscriptions is delivered once.
@@ -145,6 +151,8 @@ impl Session {
             pending_will: None,
             link: LinkState::default(),
             dropped: 0,
+            stored: false,
+            next_seq: 1,
             last_packet_id: 0,
             route_mark: 0,
             route_slot: 0,
@@ -168,12 +176,17 @@ impl Session {
         self.inflight.iter().position(|f| f.packet_id == packet_id)
     }
 
+    /// Whether a message of `size` bytes fits in the queue (0 = unlimited).
+    pub fn has_room(&self, size: u64, max_messages: u32, max_bytes: u64) -> bool {
+        let full_count = max_messages != 0 && self.queue.len() >= max_messages as usize;
+        let full_bytes = max_bytes != 0 && self.queued_bytes + size > max_bytes;
+        !(full_count || full_bytes)
+    }
+
     /// Queues a message, refusing it when a limit is reached (0 = unlimited).
     pub fn enqueue(&mut self, item: Delivery, max_messages: u32, max_bytes: u64) -> bool {
         let size = item.message.queued_size();
-        let full_count = max_messages != 0 && self.queue.len() >= max_messages as usize;
-        let full_bytes = max_bytes != 0 && self.queued_bytes + size > max_bytes;
-        if full_count || full_bytes {
+        if !self.has_room(size, max_messages, max_bytes) {
             self.dropped += 1;
             return false;
         }

@@ -342,6 +342,7 @@ impl Broker {
             ..LinkState::default()
         };
 
+        self.persist_session(key);
         let grace = (effective_keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(effective_keep_alive) * 1500));
         let mut auth_method = None;
@@ -477,7 +478,11 @@ impl Broker {
                         self.protocol_error(conn_id, ReasonCode::PROTOCOL_ERROR, now);
                         return;
                     }
+                    let changed = s.expiry_interval != new;
                     s.expiry_interval = new;
+                    if changed && new != 0 {
+                        self.persist_session(key);
+                    }
                 }
                 send_will = d.reason == ReasonCode::DISCONNECT_WITH_WILL;
             }

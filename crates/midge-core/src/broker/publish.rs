@@ -10,9 +10,11 @@ use midge_codec::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::persist::{store_delivery, unstore_delivery};
 use super::{Broker, Target};
 use crate::ids::{ConnId, SessionKey};
 use crate::message::{Message, SharedMessage};
+use crate::persist::{StoreOp, StoredState};
 use crate::session::{Delivery, Inflight, OutState, Session, SubIds};
 
 impl Broker {
@@ -96,7 +98,16 @@ impl Broker {
             reason == ReasonCode::SUCCESS && (limit == 0 || p.payload.len() <= limit as usize);
 
         let fresh = match (p.qos, p.packet_id) {
-            (QoS::ExactlyOnce, Some(id)) if accepted => session.incoming_qos2.insert(id.get()),
+            (QoS::ExactlyOnce, Some(id)) if accepted => {
+                let fresh = session.incoming_qos2.insert(id.get());
+                if fresh && session.stored {
+                    self.store_ops.push(StoreOp::PutIncomingQos2 {
+                        client_id: session.client_id.clone(),
+                        packet_id: id.get(),
+                    });
+                }
+                fresh
+            }
             _ => true,
         };
         let packet_id = p.packet_id;
@@ -144,9 +155,18 @@ impl Broker {
     pub(super) fn publish_message(&mut self, msg: SharedMessage, now: Instant) {
         if msg.retain && self.config.retain_available {
             if msg.payload.is_empty() {
-                self.retained.remove(&msg.topic);
+                if self.retained.remove(&msg.topic).is_some() && self.config.persistence {
+                    self.store_ops.push(StoreOp::DeleteRetained {
+                        topic: msg.topic.clone(),
+                    });
+                }
             } else {
                 self.retained.insert(&msg.topic, msg.clone());
+                if self.config.persistence {
+                    self.store_ops.push(StoreOp::PutRetained {
+                        message: msg.clone(),
+                    });
+                }
             }
         }
         self.route(&msg, now);
@@ -197,6 +217,7 @@ impl Broker {
                 retain: t.retain_as_published && msg.retain,
                 sub_ids: t.sub_ids,
                 shared_group: None,
+                seq: 0,
             };
             self.deliver(t.key, d, now);
         }
@@ -218,6 +239,7 @@ impl Broker {
                     retain: sub.options.retain_as_published && msg.retain,
                     sub_ids: sub.identifier.map_or(SubIds::None, SubIds::One),
                     shared_group: Some(gid),
+                    seq: 0,
                 };
                 self.deliver(key, d, now);
             }
@@ -252,10 +274,17 @@ impl Broker {
         }
     }
 
-    fn enqueue(&mut self, key: SessionKey, d: Delivery) {
+    fn enqueue(&mut self, key: SessionKey, mut d: Delivery) {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
+        if s.has_room(
+            d.message.queued_size(),
+            self.config.max_queued_messages,
+            self.config.max_queued_bytes,
+        ) {
+            store_delivery(&mut self.store_ops, s, &mut d, StoredState::Queued);
+        }
         if !s.enqueue(
             d,
             self.config.max_queued_messages,
@@ -272,7 +301,7 @@ impl Broker {
         &mut self,
         conn_id: ConnId,
         key: SessionKey,
-        d: Delivery,
+        mut d: Delivery,
         now: Instant,
     ) -> bool {
         let Some(s) = self.sessions.get_mut(key) else {
@@ -287,13 +316,22 @@ impl Broker {
             if encoded_len(&Packet::Publish(p.clone()), s.protocol) > s.link.max_packet_out as usize
             {
                 self.stats.messages_dropped += 1;
+                unstore_delivery(&mut self.store_ops, s, d.seq);
                 return false;
             }
         }
         p.packet_id = None;
-        if d.qos != QoS::AtMostOnce {
+        if d.qos == QoS::AtMostOnce {
+            unstore_delivery(&mut self.store_ops, s, d.seq);
+        } else {
             let id = s.next_packet_id();
             p.packet_id = Some(id);
+            store_delivery(
+                &mut self.store_ops,
+                s,
+                &mut d,
+                StoredState::InFlight(id, OutState::AwaitAck),
+            );
             s.inflight.push_back(Inflight {
                 packet_id: id,
                 delivery: d,
@@ -321,6 +359,7 @@ impl Broker {
             };
             // [MQTT-3.3.2-5] an expired message is not sent.
             if d.message.is_expired(now) {
+                unstore_delivery(&mut self.store_ops, s, d.seq);
                 continue;
             }
             if self.send_delivery(conn_id, key, d, now) {
@@ -335,7 +374,9 @@ impl Broker {
         };
         if let Some(pos) = s.inflight_position(id) {
             if s.inflight[pos].delivery.qos == QoS::AtLeastOnce {
-                s.inflight.remove(pos);
+                if let Some(f) = s.inflight.remove(pos) {
+                    unstore_delivery(&mut self.store_ops, s, f.delivery.seq);
+                }
                 self.pump_queue(key, now);
             }
         }
@@ -358,14 +399,32 @@ impl Broker {
         // 5.0: a PUBREC with an error code ends the exchange ([MQTT-4.3.3-4]).
         if r.reason.is_error() {
             if let Some(pos) = pos {
-                s.inflight.remove(pos);
+                if let Some(f) = s.inflight.remove(pos) {
+                    unstore_delivery(&mut self.store_ops, s, f.delivery.seq);
+                }
                 self.pump_queue(key, now);
             }
             return;
         }
         let mut rel = PubResponse::new(id);
         match pos {
-            Some(pos) => s.inflight[pos].state = OutState::AwaitComp,
+            Some(pos) => {
+                let f = &mut s.inflight[pos];
+                if f.state != OutState::AwaitComp {
+                    f.state = OutState::AwaitComp;
+                    if s.stored && f.delivery.seq != 0 {
+                        self.store_ops.push(StoreOp::PutDelivery {
+                            client_id: s.client_id.clone(),
+                            seq: f.delivery.seq,
+                            message: f.delivery.message.clone(),
+                            qos: f.delivery.qos,
+                            retain: f.delivery.retain,
+                            sub_ids: f.delivery.sub_ids.clone(),
+                            state: StoredState::InFlight(id, OutState::AwaitComp),
+                        });
+                    }
+                }
+            }
             None if s.protocol.is_v5() => rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
             None => {}
         }
@@ -377,7 +436,14 @@ impl Broker {
             return;
         };
         let mut comp = PubResponse::new(id);
-        if !s.incoming_qos2.remove(&id.get()) && s.protocol.is_v5() {
+        let released = s.incoming_qos2.remove(&id.get());
+        if released && s.stored {
+            self.store_ops.push(StoreOp::DeleteIncomingQos2 {
+                client_id: s.client_id.clone(),
+                packet_id: id.get(),
+            });
+        }
+        if !released && s.protocol.is_v5() {
             comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
         }
         self.links.send(conn_id, Packet::PubComp(comp));
@@ -389,7 +455,9 @@ impl Broker {
         };
         if let Some(pos) = s.inflight_position(id) {
             if s.inflight[pos].state == OutState::AwaitComp {
-                s.inflight.remove(pos);
+                if let Some(f) = s.inflight.remove(pos) {
+                    unstore_delivery(&mut self.store_ops, s, f.delivery.seq);
+                }
                 self.pump_queue(key, now);
             }
         }
@@ -428,18 +496,30 @@ impl Broker {
         s.queued_bytes = s.queue.iter().map(|d| d.message.queued_size()).sum();
 
         for f in inflight {
-            if self
-                .hand_to_other_member(key, f.delivery.clone(), now)
-                .is_some()
-            {
-                if let Some(s) = self.sessions.get_mut(key) {
+            let seq = f.delivery.seq;
+            let mut moved = f.delivery.clone();
+            moved.seq = 0;
+            let kept = self.hand_to_other_member(key, moved, now).is_some();
+            if let Some(s) = self.sessions.get_mut(key) {
+                if kept {
                     s.inflight.push_back(f);
+                } else {
+                    unstore_delivery(&mut self.store_ops, s, seq);
                 }
             }
         }
         for d in queued {
-            if let Some(d) = self.hand_to_other_member(key, d, now) {
-                self.enqueue(key, d);
+            let seq = d.seq;
+            let mut moved = d.clone();
+            moved.seq = 0;
+            let kept = self.hand_to_other_member(key, moved, now).is_some();
+            if let Some(s) = self.sessions.get_mut(key) {
+                if kept {
+                    s.queued_bytes += d.message.queued_size();
+                    s.queue.push_back(d);
+                } else {
+                    unstore_delivery(&mut self.store_ops, s, seq);
+                }
             }
         }
     }
@@ -463,6 +543,7 @@ impl Broker {
                     Delivery {
                         qos,
                         sub_ids: sub.identifier.map_or(SubIds::None, SubIds::One),
+                        seq: 0,
                         ..d
                     },
                     now,

@@ -56,6 +56,14 @@ impl Broker {
             };
             if let Some(s) = self.sessions.get_mut(key) {
                 s.subscriptions.insert(filter.clone(), subscription);
+                if s.stored {
+                    self.store_ops
+                        .push(crate::persist::StoreOp::PutSubscription {
+                            client_id: s.client_id.clone(),
+                            filter: filter.clone(),
+                            subscription,
+                        });
+                }
             }
             reasons.push(ReasonCode(options.qos as u8));
             self.events.push(BrokerEvent::Subscribed {
@@ -94,6 +102,7 @@ impl Broker {
                 retain: true,
                 sub_ids: sub.identifier.map_or(SubIds::None, SubIds::One),
                 shared_group: None,
+                seq: 0,
             };
             self.deliver(key, d, now);
         }
@@ -108,6 +117,13 @@ impl Broker {
         let mut reasons = Vec::new();
         for filter in u.filters {
             let existed = s.subscriptions.remove(&filter).is_some();
+            if existed && s.stored {
+                self.store_ops
+                    .push(crate::persist::StoreOp::DeleteSubscription {
+                        client_id: s.client_id.clone(),
+                        filter: filter.clone(),
+                    });
+            }
             match midge_codec::parse_shared(&filter) {
                 Some((group, f)) => {
                     self.shared.unsubscribe(group, f, key);

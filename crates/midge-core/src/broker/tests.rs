@@ -96,6 +96,10 @@ impl Harness {
         }
     }
 
+    pub(super) fn now(&self) -> Instant {
+        self.now
+    }
+
     pub(super) fn open(&mut self) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
