@@ -7,11 +7,13 @@
 //! with a shutdown future, so tests bind port 0.
 
 pub mod connection;
+pub mod durable;
 pub mod log;
 pub mod router;
 pub mod server;
 pub mod sys;
 pub mod ws;
 
+pub use durable::{Durability, Persistence};
 pub use log::{LogType, Logger};
 pub use server::{serve, BoundListener, Control, Listener, ServerOptions};

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+use crate::durable::{Durability, StoreThread};
 use crate::log::{LogType, Logger};
 use crate::server::{Control, Counters, ServerOptions};
 use crate::sys::SysTopics;
@@ -62,9 +63,14 @@ pub async fn run_router(
     mut control: mpsc::UnboundedReceiver<Control>,
     counters: Arc<Counters>,
     log: Logger,
+    durability: Option<Durability>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut broker = Broker::new(options.broker.clone());
+    let store = durability.map(|d| {
+        broker.restore(d.restored, Instant::now());
+        StoreThread::start(d.store, log.clone())
+    });
     let mut peers: HashMap<ConnId, Peer> = HashMap::new();
     let (topic_tx, mut topic_rx) = mpsc::unbounded_channel();
     log.set_topic_sink(topic_tx);
@@ -113,6 +119,10 @@ pub async fn run_router(
                     broker.set_config(o.broker.clone());
                     sys.set_interval(o.sys_interval);
                 }
+                Some(Control::Checkpoint) => match &store {
+                    Some(s) => s.checkpoint(),
+                    None => crate::log!(log, LogType::NOTICE, "Persistence is off (state is kept in memory): nothing to save."),
+                },
                 Some(Control::DumpSubscriptions) => {
                     let lines = broker.dump_subscriptions();
                     crate::log!(log, LogType::NOTICE, "Subscriptions ({}):", lines.len());
@@ -124,11 +134,15 @@ pub async fn run_router(
             },
             _ = &mut shutdown => {
                 broker.shutdown(Instant::now());
-                flush(&mut broker, &mut peers, &log);
+                flush(&mut broker, &mut peers, &log, store.as_ref());
                 break;
             }
         }
-        flush(&mut broker, &mut peers, &log);
+        flush(&mut broker, &mut peers, &log, store.as_ref());
+    }
+    if let Some(s) = store {
+        // Blocking join of the store thread: the runtime is winding down.
+        tokio::task::block_in_place(|| s.finish());
     }
 }
 
@@ -190,18 +204,32 @@ fn handle(
     }
 }
 
-fn flush(broker: &mut Broker, peers: &mut HashMap<ConnId, Peer>, log: &Logger) {
+fn flush(
+    broker: &mut Broker,
+    peers: &mut HashMap<ConnId, Peer>,
+    log: &Logger,
+    store: Option<&StoreThread>,
+) {
+    let through_store = store.filter(|s| broker.has_store_ops() || !s.idle());
+    let mut held = Vec::new();
     while let Some(t) = broker.poll_transmit() {
         let close = t.close;
         let conn = t.conn;
         if let Some(p) = peers.get(&conn) {
             // A writer that already stopped means the socket is gone; the
             // reader reports that as Lost.
-            let _ = p.writer.send(t);
+            if through_store.is_some() {
+                held.push((p.writer.clone(), t));
+            } else {
+                let _ = p.writer.send(t);
+            }
         }
         if close {
             peers.remove(&conn);
         }
+    }
+    if let Some(s) = through_store {
+        s.submit(broker.take_store_ops(), held);
     }
     for e in broker.drain_events() {
         log_event(&e, peers, log);

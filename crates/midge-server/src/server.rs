@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 
 use crate::connection::run_connection;
+use crate::durable::Durability;
 use crate::log::{LogType, Logger};
 use crate::router::{run_router, RouterMsg};
 
@@ -76,6 +77,8 @@ pub enum Control {
     Reload(Box<ServerOptions>),
     /// SIGUSR2: write every subscription to the log.
     DumpSubscriptions,
+    /// SIGUSR1: compact the store now.
+    Checkpoint,
 }
 
 /// Traffic counters kept by the connection tasks, read for `$SYS`.
@@ -99,6 +102,7 @@ pub async fn serve(
     options: ServerOptions,
     log: Logger,
     control: mpsc::UnboundedReceiver<Control>,
+    durability: Option<Durability>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let (router_tx, router_rx) = mpsc::channel(ROUTER_QUEUE);
@@ -130,6 +134,7 @@ pub async fn serve(
         control,
         counters,
         log.clone(),
+        durability,
         async move {
             shutdown.await;
             let _ = stop_tx.send(true);

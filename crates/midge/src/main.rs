@@ -208,7 +208,7 @@ async fn run(args: Args, config: Config, log: Logger) -> ExitCode {
     ));
     notify::send("READY=1");
     notify::spawn_watchdog();
-    serve(listeners, options, log, control_rx, async move {
+    serve(listeners, options, log, control_rx, None, async move {
         let _ = stop_rx.await;
     })
     .await;
@@ -268,7 +268,7 @@ async fn handle_signals(
                 notify::send("READY=1");
             }
             _ = usr1.recv() => {
-                log!(log, LogType::NOTICE, "Persistence is off (state is kept in memory): nothing to save.");
+                let _ = control.send(Control::Checkpoint);
             }
             _ = usr2.recv() => {
                 let _ = control.send(Control::DumpSubscriptions);
