@@ -174,6 +174,7 @@ pub struct Broker {
     shared: SharedGroups,
     retained: RetainedIndex<SharedMessage>,
     auth_methods: Vec<Arc<dyn AuthMethod>>,
+    access: Option<Arc<dyn crate::access::AccessControl>>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     events: Vec<BrokerEvent>,
     route_generation: u64,
@@ -196,6 +197,7 @@ impl Broker {
             shared: SharedGroups::default(),
             retained: RetainedIndex::new(),
             auth_methods: Vec::new(),
+            access: None,
             timers: BinaryHeap::new(),
             events: Vec::new(),
             route_generation: 0,
@@ -205,6 +207,11 @@ impl Broker {
             id_state,
             stats: Stats::default(),
         }
+    }
+
+    /// Sets (or, on reload, replaces) the password and ACL checks.
+    pub fn set_access_control(&mut self, access: Option<Arc<dyn crate::access::AccessControl>>) {
+        self.access = access;
     }
 
     /// Offers an enhanced-authentication method to 5.0 clients.
@@ -708,6 +715,8 @@ impl Broker {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_access;
 #[cfg(test)]
 mod tests_persist;
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! deterministically.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod auth;
 pub mod broker;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod session;
 pub mod shared;
 pub mod topic_tree;
 
+pub use access::AccessControl;
 pub use auth::{AuthExchange, AuthMethod, AuthStep};
 pub use broker::{Broker, Stats, Transmit};
 pub use config::BrokerConfig;

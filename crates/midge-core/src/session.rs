@@ -103,6 +103,8 @@ pub struct Subscription {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: ByteString,
+    /// The user name of the connection that last attached (for ACLs).
+    pub username: Option<ByteString>,
     /// The connection currently attached, if any.
     pub conn: Option<ConnId>,
     pub protocol: ProtocolVersion,
@@ -138,6 +140,7 @@ impl Session {
     pub fn new(client_id: ByteString, protocol: ProtocolVersion, expiry_interval: u32) -> Self {
         Session {
             client_id,
+            username: None,
             conn: None,
             protocol,
             expiry_interval,

@@ -188,7 +188,7 @@ impl Broker {
             client_id,
             will,
             username,
-            password: _,
+            password,
             properties,
         } = *c;
         let v5 = protocol.is_v5();
@@ -224,6 +224,31 @@ impl Broker {
             .conns
             .get(&conn_id)
             .is_some_and(|c| c.auth_method.is_some());
+        // A user name is checked against the password file; a wrong
+        // password is refused as not authorised, as Mosquitto 2 does.
+        if let (Some(access), Some(user)) = (&self.access, &username) {
+            if access.checks_passwords()
+                && !authenticated
+                && !access.authenticate(user, password.as_deref())
+            {
+                let rc = code(
+                    connect_return_code::NOT_AUTHORIZED,
+                    ReasonCode::NOT_AUTHORIZED,
+                );
+                self.refuse(conn_id, client_id, rc);
+                return;
+            }
+        }
+        if let (Some(access), Some(w)) = (&self.access, &will) {
+            if access.has_acl() && !access.can_publish(&client_id, username.as_deref(), &w.topic) {
+                let rc = code(
+                    connect_return_code::NOT_AUTHORIZED,
+                    ReasonCode::NOT_AUTHORIZED,
+                );
+                self.refuse(conn_id, client_id, rc);
+                return;
+            }
+        }
         if !self.config.allow_anonymous && username.is_none() && !authenticated {
             let rc = code(
                 connect_return_code::NOT_AUTHORIZED,
@@ -325,6 +350,7 @@ impl Broker {
         session.expiry_interval = expiry_interval;
         session.expires_at = None;
         session.will = will;
+        session.username = username.clone();
         // [MQTT-3.1.3-9] a reconnect within the Will Delay Interval cancels the will.
         session.pending_will = None;
         session.link = LinkState {

@@ -31,6 +31,7 @@ impl Broker {
         };
         let protocol = session.protocol;
         let mut reason = ReasonCode::SUCCESS;
+        let mut denied = false;
         if protocol.is_v5() {
             if let Some(alias) = p.properties.topic_alias {
                 // [MQTT-3.3.2-8], [MQTT-3.3.2-9]
@@ -82,6 +83,20 @@ impl Broker {
                 reason = ReasonCode::PAYLOAD_FORMAT_INVALID;
             }
         }
+        if let Some(access) = &self.access {
+            if access.has_acl()
+                && !access.can_publish(&session.client_id, session.username.as_deref(), &p.topic)
+            {
+                // 5.0 says so; 3.x cannot, and gets its acknowledgement as
+                // if delivered ([MQTT-3.3.5-2]).
+                reason = if protocol.is_v5() {
+                    ReasonCode::NOT_AUTHORIZED
+                } else {
+                    ReasonCode::SUCCESS
+                };
+                denied = true;
+            }
+        }
         let limit = self.config.message_size_limit;
         if limit != 0 && p.payload.len() > limit as usize {
             reason = if protocol.is_v5() {
@@ -94,8 +109,9 @@ impl Broker {
                 self.stats.messages_dropped += 1;
             }
         }
-        let accepted =
-            reason == ReasonCode::SUCCESS && (limit == 0 || p.payload.len() <= limit as usize);
+        let accepted = !denied
+            && reason == ReasonCode::SUCCESS
+            && (limit == 0 || p.payload.len() <= limit as usize);
 
         let fresh = match (p.qos, p.packet_id) {
             (QoS::ExactlyOnce, Some(id)) if accepted => {
@@ -182,12 +198,20 @@ impl Broker {
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         let sessions = &mut self.sessions;
+        let acl = self.access.as_deref().filter(|a| a.has_acl());
         self.tree.for_each_match(&msg.topic, |key, sub| {
             let Some(s) = sessions.get_mut(key) else {
                 return;
             };
             if sub.options.no_local && msg.publisher == Some(key) {
                 return;
+            }
+            if let Some(a) = acl {
+                if s.route_mark != generation
+                    && !a.can_read(&s.client_id, s.username.as_deref(), &msg.topic)
+                {
+                    return;
+                }
             }
             if s.route_mark == generation {
                 if let Some(t) = targets.get_mut(s.route_slot) {

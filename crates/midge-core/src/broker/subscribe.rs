@@ -27,6 +27,8 @@ impl Broker {
         };
         let v5 = s.protocol.is_v5();
         let client_id = s.client_id.clone();
+        let username = s.username.clone();
+        let acl = self.access.clone().filter(|a| a.has_acl());
         let identifier = sub.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(sub.filters.len());
         let mut retained: Vec<(SharedMessage, Subscription)> = Vec::new();
@@ -38,6 +40,18 @@ impl Broker {
                 };
             }
             options.qos = options.qos.min(self.config.maximum_qos);
+            // A filter the client may never read is refused, where Mosquitto
+            // grants it and then delivers nothing.
+            if let Some(a) = &acl {
+                if !a.can_subscribe(&client_id, username.as_deref(), &filter) {
+                    reasons.push(if v5 {
+                        ReasonCode::NOT_AUTHORIZED
+                    } else {
+                        ReasonCode::UNSPECIFIED_ERROR
+                    });
+                    continue;
+                }
+            }
             let subscription = Subscription {
                 options,
                 identifier,
@@ -80,8 +94,13 @@ impl Broker {
                     RetainHandling::DoNotSend => false,
                 };
             if send_retained {
-                self.retained.for_each_match(&filter, |_, m| {
-                    retained.push((m.clone(), subscription));
+                self.retained.for_each_match(&filter, |topic, m| {
+                    let readable = acl
+                        .as_ref()
+                        .is_none_or(|a| a.can_read(&client_id, username.as_deref(), topic));
+                    if readable {
+                        retained.push((m.clone(), subscription));
+                    }
                 });
             }
         }

@@ -56,7 +56,7 @@ pub(super) fn publish(
     })
 }
 
-fn subscribe(id: u16, filters: &[(&str, QoS)]) -> Packet {
+pub(super) fn subscribe(id: u16, filters: &[(&str, QoS)]) -> Packet {
     Packet::Subscribe(Subscribe {
         packet_id: pid(id),
         filters: filters
