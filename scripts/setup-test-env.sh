@@ -25,16 +25,19 @@ run() {
   fi
 }
 
-# Debian's Mosquitto broker (reference in validation mode) and its clients.
+# Debian's Mosquitto broker (reference in validation mode) and its clients;
+# monit and logrotate check the packaging files; openssl makes test
+# certificates.
 if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null \
-   || [ ! -x /usr/sbin/mosquitto ]; then
+   || [ ! -x /usr/sbin/mosquitto ] || ! command -v monit >/dev/null \
+   || ! command -v logrotate >/dev/null || ! command -v openssl >/dev/null; then
   if [ "$(id -u)" != 0 ]; then
-    echo "setup-test-env: mosquitto / mosquitto-clients missing and not root: install them" >&2
+    echo "setup-test-env: mosquitto / mosquitto-clients / monit / logrotate / openssl missing and not root: install them" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   run apt-get update
-  run apt-get install -y --no-install-recommends mosquitto-clients mosquitto
+  run apt-get install -y --no-install-recommends mosquitto-clients mosquitto monit logrotate openssl
 fi
 
 PY=${PYTHON:-python3}
