@@ -71,6 +71,12 @@ pub struct Config {
     /// Logging: `log_dest`, `log_type`, `log_timestamp`,
     /// `log_timestamp_format`, `log_facility`, `connection_messages`.
     pub log: LogConfig,
+    /// `password_file`: Mosquitto's password file (`$7$`/`$6$` hashes);
+    /// reread on SIGHUP. None: user names are not checked.
+    pub password_file: Option<PathBuf>,
+    /// `acl_file`: Mosquitto's ACL file; reread on SIGHUP. None: every
+    /// client may publish and subscribe to everything.
+    pub acl_file: Option<PathBuf>,
     /// `pid_file`, default none: where to write the broker's process id.
     pub pid_file: Option<PathBuf>,
     /// `user`: the account to switch to after binding the listeners when
@@ -256,6 +262,8 @@ impl Config {
             set_tcp_nodelay: false,
             log: LogConfig::default(),
             pid_file: None,
+            password_file: None,
+            acl_file: None,
             user: None,
             sys_interval: 10,
             max_topic_alias: 10,

@@ -19,8 +19,8 @@
 //! assert_eq!(config.listeners.len(), 1);
 //! assert!(config.allow_anonymous);
 //!
-//! let err = midge_config::parse_str("acl_file x\n", Path::new("m.conf")).unwrap_err();
-//! assert_eq!(err.to_string(), "m.conf:1: acl_file is not supported by midge yet");
+//! let err = midge_config::parse_str("cafile x\n", Path::new("m.conf")).unwrap_err();
+//! assert_eq!(err.to_string(), "m.conf:1: cafile is not supported by midge yet");
 //! ```
 #![forbid(unsafe_code)]
 

@@ -60,7 +60,7 @@ const fn refused(name: &'static str, reason: &'static str) -> MosquittoOption {
 
 /// Every option of Mosquitto 2.0's `mosquitto.conf`, in alphabetical order.
 pub const OPTIONS: &[MosquittoOption] = &[
-    not_yet("acl_file"),
+    yes("acl_file"),
     not_yet("address"),
     not_yet("addresses"),
     yes("allow_anonymous"),
@@ -137,7 +137,7 @@ pub const OPTIONS: &[MosquittoOption] = &[
     not_yet("notifications"),
     not_yet("notifications_local_only"),
     not_yet("password"),
-    not_yet("password_file"),
+    yes("password_file"),
     yes("per_listener_settings"),
     yes("persistence"),
     not_yet("persistence_file"),
@@ -220,7 +220,7 @@ mod tests {
             lookup("log_dest").map(|o| o.support),
             Some(Support::Supported)
         );
-        assert_eq!(lookup("acl_file").map(|o| o.support), Some(Support::NotYet));
+        assert_eq!(lookup("cafile").map(|o| o.support), Some(Support::NotYet));
         assert_eq!(
             lookup("auth_opt_db_host").map(|o| o.name),
             Some("auth_opt_*")

@@ -578,6 +578,8 @@ impl Parser {
             }
             "connection_messages" => self.out.log.connection_messages = l.boolean()?,
             "pid_file" => self.out.pid_file = Some(PathBuf::from(l.rest_value()?)),
+            "password_file" => self.out.password_file = Some(PathBuf::from(l.rest_value()?)),
+            "acl_file" => self.out.acl_file = Some(PathBuf::from(l.rest_value()?)),
             "user" => self.out.user = Some(l.one()?.to_owned()),
             "sys_interval" => {
                 let value = l.integer()?;

@@ -459,11 +459,11 @@ fn error_unknown_option() {
 
 #[test]
 fn error_not_supported_yet() {
-    let e = parse("listener 1883\npassword_file /etc/mosquitto/passwd\n").unwrap_err();
+    let e = parse("listener 1883\npsk_file /etc/mosquitto/psk\n").unwrap_err();
     assert!(matches!(e, ConfigError::NotSupported { .. }));
     assert_eq!(
         e.to_string(),
-        "m.conf:2: password_file is not supported by midge yet"
+        "m.conf:2: psk_file is not supported by midge yet"
     );
     assert_eq!(
         err("persistence true\n"),
@@ -629,6 +629,7 @@ fn every_supported_option_has_a_handler() {
     // A sample valid line for each supported option; fails when an entry is
     // flipped to Supported without a handler in the parser.
     let samples = [
+        ("acl_file", "/etc/midge/acl"),
         ("allow_anonymous", "true"),
         ("allow_zero_length_clientid", "true"),
         ("auto_id_prefix", "x-"),
@@ -652,6 +653,7 @@ fn every_supported_option_has_a_handler() {
         ("max_queued_messages", "1"),
         ("max_topic_alias", "5"),
         ("message_size_limit", "1"),
+        ("password_file", "/etc/midge/passwd"),
         ("per_listener_settings", "false"),
         ("persistence", "false"),
         ("pid_file", "/run/midge.pid"),

@@ -16,4 +16,4 @@ pub mod ws;
 
 pub use durable::{Durability, Persistence};
 pub use log::{LogType, Logger};
-pub use server::{serve, BoundListener, Control, Listener, ServerOptions};
+pub use server::{serve, AccessHandle, BoundListener, Control, Listener, ServerOptions};

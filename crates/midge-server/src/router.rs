@@ -67,6 +67,7 @@ pub async fn run_router(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut broker = Broker::new(options.broker.clone());
+    broker.set_access_control(options.access.as_ref().map(|a| a.0.clone()));
     let store = durability.map(|d| {
         broker.restore(d.restored, Instant::now());
         StoreThread::start(d.store, log.clone())
@@ -117,6 +118,7 @@ pub async fn run_router(
             c = control.recv() => match c {
                 Some(Control::Reload(o)) => {
                     broker.set_config(o.broker.clone());
+                    broker.set_access_control(o.access.as_ref().map(|a| a.0.clone()));
                     sys.set_interval(o.sys_interval);
                 }
                 Some(Control::Checkpoint) => match &store {

@@ -27,6 +27,18 @@ pub struct ServerOptions {
     pub max_packet_size: usize,
     /// How often `$SYS/broker/...` is published (`sys_interval`); `None` = never.
     pub sys_interval: Option<Duration>,
+    /// Password and ACL checks (`password_file`, `acl_file`).
+    pub access: Option<AccessHandle>,
+}
+
+/// Shared password/ACL checks, as the core's trait object.
+#[derive(Clone)]
+pub struct AccessHandle(pub Arc<dyn midge_core::AccessControl>);
+
+impl std::fmt::Debug for AccessHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessHandle")
+    }
 }
 
 impl Default for ServerOptions {
@@ -35,6 +47,7 @@ impl Default for ServerOptions {
             broker: BrokerConfig::default(),
             max_packet_size: 0,
             sys_interval: Some(Duration::from_secs(10)),
+            access: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! SIGINT/SIGTERM stop. Under systemd (`Type=notify`) it reports READY,
 //! RELOADING, STOPPING and watchdog pings on `$NOTIFY_SOCKET`.
 
+mod access;
 mod listen;
 mod notify;
 
@@ -144,14 +145,18 @@ fn main() -> ExitCode {
 /// Refuses what the configuration asks for but this build cannot do yet,
 /// rather than ignoring it.
 fn check_supported(config: &Config) -> Result<(), String> {
+    if config.acl_file.is_some() {
+        return Err("acl_file is not supported by midge yet".into());
+    }
     if config.max_inflight_bytes != 0 {
         return Err("max_inflight_bytes is not supported by midge yet".into());
     }
     Ok(())
 }
 
-fn server_options(config: &Config, seed: u64) -> ServerOptions {
-    ServerOptions {
+fn server_options(config: &Config, seed: u64) -> Result<ServerOptions, String> {
+    Ok(ServerOptions {
+        access: access::load(config)?,
         broker: BrokerConfig {
             max_inflight_messages: config.max_inflight_messages,
             max_queued_messages: config.max_queued_messages,
@@ -173,7 +178,7 @@ fn server_options(config: &Config, seed: u64) -> ServerOptions {
         max_packet_size: config.max_packet_size as usize,
         sys_interval: (config.sys_interval > 0)
             .then(|| Duration::from_secs(u64::from(config.sys_interval))),
-    }
+    })
 }
 
 async fn run(args: Args, config: Config, log: Logger) -> ExitCode {
@@ -195,7 +200,13 @@ async fn run(args: Args, config: Config, log: Logger) -> ExitCode {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
         ^ (u64::from(std::process::id()) << 32);
-    let options = server_options(&config, seed);
+    let options = match server_options(&config, seed) {
+        Ok(o) => o,
+        Err(e) => {
+            log!(log, LogType::ERROR, "Error: {}", e);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let signals = tokio::spawn(handle_signals(
@@ -260,8 +271,13 @@ async fn handle_signals(
                                 log!(log, LogType::WARNING, "Warning: changes to {} take effect after a restart.", what);
                             }
                         }
-                        let _ = control.send(Control::Reload(Box::new(server_options(&new, seed))));
-                        config = new;
+                        match server_options(&new, seed) {
+                            Ok(o) => {
+                                let _ = control.send(Control::Reload(Box::new(o)));
+                                config = new;
+                            }
+                            Err(e) => log!(log, LogType::ERROR, "Error: reload failed, keeping the running configuration: {}", e),
+                        }
                     }
                     Err(e) => log!(log, LogType::ERROR, "Error: reload failed, keeping the running configuration: {}", e),
                 }
