@@ -120,6 +120,34 @@ pub struct ListenerConfig {
     /// `websockets_headers_size`, default 4096: largest HTTP upgrade
     /// request accepted on a websockets listener.
     pub websockets_headers_size: u32,
+    /// TLS on this listener: set when `certfile` and `keyfile` are given.
+    pub tls: Option<TlsConfig>,
+}
+
+/// A listener's TLS settings (Mosquitto's certificate-based options).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    /// `certfile`: the server certificate chain (PEM).
+    pub certfile: PathBuf,
+    /// `keyfile`: the server's private key (PEM, not encrypted).
+    pub keyfile: PathBuf,
+    /// `cafile`: CA certificates trusted for client certificates (PEM).
+    pub cafile: Option<PathBuf>,
+    /// `capath`: a directory of CA certificates (PEM files).
+    pub capath: Option<PathBuf>,
+    /// `crlfile`: a certificate revocation list (PEM).
+    pub crlfile: Option<PathBuf>,
+    /// `require_certificate`, default false: clients must present a
+    /// certificate signed by `cafile`/`capath`.
+    pub require_certificate: bool,
+    /// `use_identity_as_username`: the client certificate's Common Name is
+    /// the user name (and no password is checked).
+    pub use_identity_as_username: bool,
+    /// `use_subject_as_username`: the certificate's whole subject is.
+    pub use_subject_as_username: bool,
+    /// `tls_version`: `tlsv1.2` or `tlsv1.3` (the lowest accepted); None:
+    /// both. `tlsv1.1` and older are refused (rustls does not offer them).
+    pub tls_version: Option<String>,
 }
 
 /// Where log lines go (`log_dest`).
@@ -223,6 +251,7 @@ impl ListenerConfig {
             max_connections: None,
             bind_interface: None,
             websockets_headers_size: 4096,
+            tls: None,
             allow_anonymous: false,
             allow_zero_length_clientid: true,
             auto_id_prefix: DEFAULT_AUTO_ID_PREFIX.to_owned(),

@@ -19,8 +19,8 @@
 //! assert_eq!(config.listeners.len(), 1);
 //! assert!(config.allow_anonymous);
 //!
-//! let err = midge_config::parse_str("cafile x\n", Path::new("m.conf")).unwrap_err();
-//! assert_eq!(err.to_string(), "m.conf:1: cafile is not supported by midge yet");
+//! let err = midge_config::parse_str("psk_file x\n", Path::new("m.conf")).unwrap_err();
+//! assert_eq!(err.to_string(), "m.conf:1: psk_file is not supported by midge yet");
 //! ```
 #![forbid(unsafe_code)]
 
@@ -33,7 +33,7 @@ use std::path::Path;
 
 pub use config::{
     log_types, Config, ListenAddress, ListenerConfig, ListenerProtocol, LogConfig, LogDest,
-    SocketDomain, DEFAULT_AUTO_ID_PREFIX, DEFAULT_PORT,
+    SocketDomain, TlsConfig, DEFAULT_AUTO_ID_PREFIX, DEFAULT_PORT,
 };
 pub use error::ConfigError;
 pub use options::{lookup as lookup_option, MosquittoOption, Support, OPTIONS};

@@ -89,12 +89,18 @@ pub const OPTIONS: &[MosquittoOption] = &[
     not_yet("bridge_psk"),
     not_yet("bridge_require_ocsp"),
     not_yet("bridge_tls_version"),
-    not_yet("cafile"),
-    not_yet("capath"),
-    not_yet("certfile"),
+    yes("cafile"),
+    yes("capath"),
+    yes("certfile"),
     not_yet("check_retain_source"),
-    not_yet("ciphers"),
-    not_yet("ciphers_tls1.3"),
+    refused(
+        "ciphers",
+        "ciphers is not supported by midge: it uses rustls, whose suites are all current AEAD suites, not chosen by OpenSSL cipher strings; remove the line",
+    ),
+    refused(
+        "ciphers_tls1.3",
+        "ciphers_tls1.3 is not supported by midge: it uses rustls, whose TLS 1.3 suites are all enabled; remove the line",
+    ),
     not_yet("cleansession"),
     not_yet("clientid"),
     refused(
@@ -103,13 +109,13 @@ pub const OPTIONS: &[MosquittoOption] = &[
     ),
     not_yet("connection"),
     yes("connection_messages"),
-    not_yet("crlfile"),
+    yes("crlfile"),
     not_yet("dhparamfile"),
     not_yet("http_dir"),
     not_yet("idle_timeout"),
     yes("include_dir"),
     not_yet("keepalive_interval"),
-    not_yet("keyfile"),
+    yes("keyfile"),
     yes("listener"),
     not_yet("local_cleansession"),
     not_yet("local_clientid"),
@@ -154,7 +160,7 @@ pub const OPTIONS: &[MosquittoOption] = &[
     not_yet("remote_clientid"),
     not_yet("remote_password"),
     not_yet("remote_username"),
-    not_yet("require_certificate"),
+    yes("require_certificate"),
     not_yet("restart_timeout"),
     yes("retain_available"),
     yes("retained_persistence"),
@@ -171,12 +177,12 @@ pub const OPTIONS: &[MosquittoOption] = &[
     not_yet("tls_engine"),
     not_yet("tls_engine_kpass_sha1"),
     not_yet("tls_keyform"),
-    not_yet("tls_version"),
+    yes("tls_version"),
     not_yet("topic"),
     not_yet("try_private"),
     not_yet("upgrade_outgoing_qos"),
-    not_yet("use_identity_as_username"),
-    not_yet("use_subject_as_username"),
+    yes("use_identity_as_username"),
+    yes("use_subject_as_username"),
     not_yet("use_username_as_clientid"),
     yes("user"),
     not_yet("username"),
@@ -220,7 +226,7 @@ mod tests {
             lookup("log_dest").map(|o| o.support),
             Some(Support::Supported)
         );
-        assert_eq!(lookup("cafile").map(|o| o.support), Some(Support::NotYet));
+        assert_eq!(lookup("psk_file").map(|o| o.support), Some(Support::NotYet));
         assert_eq!(
             lookup("auth_opt_db_host").map(|o| o.name),
             Some("auth_opt_*")

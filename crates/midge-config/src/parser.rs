@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{
     log_types, Config, ListenAddress, ListenerConfig, ListenerProtocol, LogDest, SocketDomain,
-    DEFAULT_AUTO_ID_PREFIX, DEFAULT_PORT,
+    TlsConfig, DEFAULT_AUTO_ID_PREFIX, DEFAULT_PORT,
 };
 use crate::error::ConfigError;
 use crate::options::{self, Support};
@@ -60,6 +60,67 @@ fn read_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
         },
         source,
     })
+}
+
+/// TLS options as read; checked when the listener is finished.
+#[derive(Debug, Clone, Default)]
+struct TlsDraft {
+    certfile: Option<PathBuf>,
+    keyfile: Option<PathBuf>,
+    cafile: Option<PathBuf>,
+    capath: Option<PathBuf>,
+    crlfile: Option<PathBuf>,
+    require_certificate: bool,
+    use_identity_as_username: bool,
+    use_subject_as_username: bool,
+    tls_version: Option<String>,
+}
+
+impl TlsDraft {
+    /// Mosquitto's rules: TLS needs both certfile and keyfile; the other
+    /// options mean nothing without them.
+    fn check(&self) -> Result<(), String> {
+        match (&self.certfile, &self.keyfile) {
+            (Some(_), Some(_)) => Ok(()),
+            (Some(_), None) => Err("certfile is set but keyfile is not: TLS needs both".to_owned()),
+            (None, Some(_)) => Err("keyfile is set but certfile is not: TLS needs both".to_owned()),
+            (None, None) => {
+                let any = self.cafile.is_some()
+                    || self.capath.is_some()
+                    || self.crlfile.is_some()
+                    || self.require_certificate
+                    || self.use_identity_as_username
+                    || self.use_subject_as_username
+                    || self.tls_version.is_some();
+                if any {
+                    Err("TLS options are set but certfile and keyfile are not".to_owned())
+                } else {
+                    Ok(())
+                }
+            }
+        }
+        .and_then(|()| {
+            if self.require_certificate && self.cafile.is_none() && self.capath.is_none() {
+                Err("require_certificate needs cafile or capath".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn finish(&self) -> Option<TlsConfig> {
+        Some(TlsConfig {
+            certfile: self.certfile.clone()?,
+            keyfile: self.keyfile.clone()?,
+            cafile: self.cafile.clone(),
+            capath: self.capath.clone(),
+            crlfile: self.crlfile.clone(),
+            require_certificate: self.require_certificate,
+            use_identity_as_username: self.use_identity_as_username,
+            use_subject_as_username: self.use_subject_as_username,
+            tls_version: self.tls_version.clone(),
+        })
+    }
 }
 
 /// Where a line is.
@@ -99,6 +160,7 @@ struct ListenerOpts {
     max_connections: Option<u32>,
     bind_interface: Option<String>,
     websockets_headers_size: Option<u32>,
+    tls: TlsDraft,
     /// Used only with `per_listener_settings true`.
     security: SecurityDraft,
 }
@@ -527,6 +589,45 @@ impl Parser {
                 }
                 self.out.persistence = false;
             }
+            "certfile" | "keyfile" | "cafile" | "capath" | "crlfile" => {
+                let path = Some(PathBuf::from(l.rest_value()?));
+                let tls = &mut self.listener_opts(l, *target).tls;
+                match l.name {
+                    "certfile" => tls.certfile = path,
+                    "keyfile" => tls.keyfile = path,
+                    "cafile" => tls.cafile = path,
+                    "capath" => tls.capath = path,
+                    _ => tls.crlfile = path,
+                }
+            }
+            "require_certificate" => {
+                let v = l.boolean()?;
+                self.listener_opts(l, *target).tls.require_certificate = v;
+            }
+            "use_identity_as_username" => {
+                let v = l.boolean()?;
+                self.listener_opts(l, *target).tls.use_identity_as_username = v;
+            }
+            "use_subject_as_username" => {
+                let v = l.boolean()?;
+                self.listener_opts(l, *target).tls.use_subject_as_username = v;
+            }
+            "tls_version" => {
+                let v = match l.one()? {
+                    v @ ("tlsv1.2" | "tlsv1.3") => v.to_owned(),
+                    v @ ("tlsv1" | "tlsv1.1") => {
+                        return Err(l.not_supported(format!(
+                            "tls_version {v} is not supported by midge: TLS 1.2 is the oldest it speaks"
+                        )))
+                    }
+                    other => {
+                        return Err(l.bad_value(format!(
+                            "tls_version must be tlsv1.2 or tlsv1.3, got \"{other}\""
+                        )))
+                    }
+                };
+                self.listener_opts(l, *target).tls.tls_version = Some(v);
+            }
             "bind_interface" => {
                 let value = l.one()?.to_owned();
                 self.listener_opts(l, *target).bind_interface = Some(value);
@@ -775,6 +876,24 @@ impl Parser {
     }
 
     fn finish(mut self) -> Result<Config, ConfigError> {
+        for d in &self.listeners {
+            d.opts.tls.check().map_err(|reason| ConfigError::Invalid {
+                file: d.at.file.clone(),
+                line: d.at.line,
+                reason: format!("listener {}: {reason}", describe(&d.address)),
+            })?;
+        }
+        if let Err(reason) = self.default.opts.tls.check() {
+            let at = self.default.first_at.clone().unwrap_or(Loc {
+                file: self.main.clone(),
+                line: 0,
+            });
+            return Err(ConfigError::Invalid {
+                file: at.file,
+                line: at.line,
+                reason: format!("default listener: {reason}"),
+            });
+        }
         let per_listener = self.out.per_listener_settings;
         let default = &self.default;
         // Mosquitto creates the default listener when any of its options
@@ -832,6 +951,7 @@ impl Parser {
                 protocol: opts.protocol,
                 max_connections: opts.max_connections,
                 bind_interface: opts.bind_interface.clone(),
+                tls: opts.tls.finish(),
                 websockets_headers_size: opts.websockets_headers_size.unwrap_or(4096),
                 allow_anonymous: security.allow_anonymous.unwrap_or(false),
                 allow_zero_length_clientid: security.allow_zero_length_clientid.unwrap_or(true),

@@ -596,7 +596,7 @@ fn error_not_utf8() {
 fn every_table_entry_is_handled_or_refused() {
     for option in OPTIONS {
         let name = option.name.replace('*', "x");
-        let text = format!("{name} 1\n");
+        let text = format!("{}{name} 1\n", tls_prefix(&name));
         let result = parse(&text);
         match option.support {
             Support::Supported => {
@@ -635,8 +635,13 @@ fn every_supported_option_has_a_handler() {
         ("auto_id_prefix", "x-"),
         ("bind_address", "127.0.0.1"),
         ("bind_interface", "lo"),
+        ("cafile", "/etc/ca.pem"),
+        ("capath", "/etc/ssl/certs"),
+        ("certfile", "/etc/cert.pem"),
         ("connection_messages", "false"),
+        ("crlfile", "/etc/crl.pem"),
         ("include_dir", "<empty dir>"),
+        ("keyfile", "/etc/key.pem"),
         ("listener", "1883"),
         ("log_dest", "syslog"),
         ("log_facility", "5"),
@@ -660,11 +665,15 @@ fn every_supported_option_has_a_handler() {
         ("port", "1883"),
         ("protocol", "mqtt"),
         ("queue_qos0_messages", "true"),
+        ("require_certificate", "false"),
         ("retain_available", "true"),
         ("retained_persistence", "false"),
         ("set_tcp_nodelay", "true"),
         ("socket_domain", "ipv4"),
         ("sys_interval", "10"),
+        ("tls_version", "tlsv1.2"),
+        ("use_identity_as_username", "false"),
+        ("use_subject_as_username", "false"),
         ("user", "midge"),
         ("websockets_headers_size", "4096"),
         ("websockets_log_level", "0"),
@@ -684,8 +693,12 @@ fn every_supported_option_has_a_handler() {
         } else {
             value
         };
-        let config = ok(&format!("{name} {value}\n"));
-        assert_eq!(config.options_seen, vec![name]);
+        let config = ok(&format!("{}{name} {value}\n", tls_prefix(name)));
+        if tls_prefix(name).is_empty() {
+            assert_eq!(config.options_seen, vec![name]);
+        } else {
+            assert!(config.options_seen.contains(&name));
+        }
     }
 }
 
@@ -855,4 +868,48 @@ fn logging_options() {
     let c = ok("listener 8080\nprotocol websockets\nwebsockets_headers_size 8192\n");
     assert_eq!(c.listeners[0].protocol, ListenerProtocol::Websockets);
     assert_eq!(c.listeners[0].websockets_headers_size, 8192);
+}
+
+#[test]
+fn tls_listener_options() {
+    let c = ok("listener 8883\ncertfile /c.pem\nkeyfile /k.pem\ncafile /ca.pem\nrequire_certificate true\nuse_identity_as_username true\ntls_version tlsv1.3\nlistener 1883\n");
+    let tls = c.listeners[0].tls.clone().expect("tls");
+    assert_eq!(tls.certfile, PathBuf::from("/c.pem"));
+    assert!(tls.require_certificate && tls.use_identity_as_username);
+    assert_eq!(tls.tls_version.as_deref(), Some("tlsv1.3"));
+    assert!(c.listeners[1].tls.is_none());
+    assert_eq!(
+        err("listener 8883\ncertfile /c.pem\n"),
+        "m.conf:1: listener port 8883 on all interfaces: certfile is set but keyfile is not: TLS needs both"
+    );
+    assert!(
+        err("listener 8883\ncertfile /c\nkeyfile /k\nrequire_certificate true\n")
+            .contains("require_certificate needs cafile")
+    );
+    assert!(err("listener 8883\nciphers ECDHE\n")
+        .starts_with("m.conf:2: ciphers is not supported by midge"));
+    assert!(err("listener 8883\nciphers_tls1.3 X\n")
+        .starts_with("m.conf:2: ciphers_tls1.3 is not supported by midge"));
+    assert!(err("listener 8883\ntls_version tlsv1.1\n").contains("TLS 1.2 is the oldest"));
+}
+
+/// TLS options only make sense with a certificate and key (and a CA for
+/// client certificates): lines that make a lone TLS option valid.
+fn tls_prefix(name: &str) -> &'static str {
+    const TLS: &[&str] = &[
+        "cafile",
+        "capath",
+        "certfile",
+        "keyfile",
+        "crlfile",
+        "require_certificate",
+        "use_identity_as_username",
+        "use_subject_as_username",
+        "tls_version",
+    ];
+    if TLS.contains(&name) {
+        "certfile /c.pem\nkeyfile /k.pem\ncafile /ca.pem\n"
+    } else {
+        ""
+    }
 }

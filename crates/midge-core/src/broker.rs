@@ -68,6 +68,9 @@ struct Connection {
     auth: Option<PendingAuth>,
     /// The Authentication Method this connection authenticated with.
     auth_method: Option<ByteString>,
+    /// A user name proven by the transport (TLS client certificate with
+    /// `use_identity_as_username`): it replaces CONNECT's, unchecked.
+    identity: Option<ByteString>,
 }
 
 struct PendingAuth {
@@ -326,12 +329,21 @@ impl Broker {
                 closing: false,
                 auth: None,
                 auth_method: None,
+                identity: None,
             },
         );
         self.stats.connections_total += 1;
         if let Some(t) = self.config.connect_timeout {
             self.timers
                 .push(Reverse((now + t, Timer::ConnectTimeout(conn))));
+        }
+    }
+
+    /// The transport proved who the client is (a TLS client certificate):
+    /// that name is its user name, whatever CONNECT says.
+    pub fn set_transport_identity(&mut self, conn: ConnId, username: ByteString) {
+        if let Some(c) = self.links.conns.get_mut(&conn) {
+            c.identity = Some(username);
         }
     }
 

@@ -26,6 +26,7 @@ pub async fn run_connection<S>(
     stream: S,
     conn: ConnId,
     peer: String,
+    identity: Option<String>,
     router: mpsc::Sender<RouterMsg>,
     max_packet_size: usize,
     counters: Arc<Counters>,
@@ -40,6 +41,7 @@ pub async fn run_connection<S>(
             conn,
             writer: tx,
             peer,
+            identity,
         })
         .await
         .is_err()

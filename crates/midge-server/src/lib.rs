@@ -12,6 +12,7 @@ pub mod log;
 pub mod router;
 pub mod server;
 pub mod sys;
+pub mod tls;
 pub mod ws;
 
 pub use durable::{Durability, Persistence};

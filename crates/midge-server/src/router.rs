@@ -26,6 +26,9 @@ pub enum RouterMsg {
         conn: ConnId,
         writer: mpsc::UnboundedSender<Transmit>,
         peer: String,
+        /// The user name a TLS client certificate proved, if the listener
+        /// takes it from there.
+        identity: Option<String>,
     },
     Packets {
         conn: ConnId,
@@ -156,7 +159,12 @@ fn handle(
     log: &Logger,
 ) {
     match msg {
-        RouterMsg::Open { conn, writer, peer } => {
+        RouterMsg::Open {
+            conn,
+            writer,
+            peer,
+            identity,
+        } => {
             peers.insert(
                 conn,
                 Peer {
@@ -165,6 +173,9 @@ fn handle(
                 },
             );
             broker.connection_opened(conn, now);
+            if let Some(name) = identity {
+                broker.set_transport_identity(conn, name.into());
+            }
         }
         RouterMsg::Packets { conn, packets } => {
             for p in packets {

@@ -17,6 +17,7 @@ use crate::connection::run_connection;
 use crate::durable::Durability;
 use crate::log::{LogType, Logger};
 use crate::router::{run_router, RouterMsg};
+use crate::tls::Identity;
 
 /// What the server needs beyond the core's own configuration.
 #[derive(Debug, Clone)]
@@ -69,6 +70,8 @@ pub struct BoundListener {
     pub max_connections: Option<u32>,
     /// `set_tcp_nodelay`.
     pub nodelay: bool,
+    /// TLS (`certfile`/`keyfile`), replaceable on SIGHUP.
+    pub tls: Option<crate::tls::SharedTls>,
 }
 
 impl BoundListener {
@@ -79,6 +82,7 @@ impl BoundListener {
             websockets: false,
             max_connections: None,
             nodelay: false,
+            tls: None,
         }
     }
 }
@@ -108,6 +112,9 @@ const PROTOCOL_MAX_PACKET: usize = 268_435_460;
 /// Capacity of the channel from connections to the router: when the router
 /// falls behind, readers wait, and so back-pressure reaches publishers.
 const ROUTER_QUEUE: usize = 4096;
+
+/// How long a TLS client has to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the broker on the given listeners until `shutdown` completes.
 pub async fn serve(
@@ -235,16 +242,68 @@ async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watc
         let shared = shared.clone();
         let websockets = l.websockets;
         let nodelay = l.nodelay;
+        let tls = l
+            .tls
+            .as_ref()
+            .and_then(|t| t.read().ok().map(|g| g.clone()));
         tokio::spawn(async move {
             let _slot = slot;
-            match stream {
-                Accepted::Tcp(s) => {
+            match (stream, tls) {
+                (Accepted::Tcp(s), Some(tls)) => {
                     if nodelay {
                         let _ = s.set_nodelay(true);
                     }
-                    drive(s, websockets, peer, &shared).await
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(s)).await;
+                    let s = match handshake {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            crate::log!(
+                                shared.log,
+                                LogType::NOTICE,
+                                "TLS handshake with {} failed: {}.",
+                                peer,
+                                e
+                            );
+                            return;
+                        }
+                        Err(_) => {
+                            crate::log!(
+                                shared.log,
+                                LogType::NOTICE,
+                                "TLS handshake with {} timed out.",
+                                peer
+                            );
+                            return;
+                        }
+                    };
+                    let identity = match tls.identity {
+                        Identity::Connect => None,
+                        mode => {
+                            let cert = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+                            match cert.and_then(|c| crate::tls::identity_of(c, mode)) {
+                                Some(name) => Some(name),
+                                None => {
+                                    crate::log!(
+                                        shared.log,
+                                        LogType::NOTICE,
+                                        "Client {} has no usable certificate identity, disconnecting.",
+                                        peer
+                                    );
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    drive(s, websockets, peer, identity, &shared).await
                 }
-                Accepted::Unix(s) => drive(s, websockets, peer, &shared).await,
+                (Accepted::Tcp(s), None) => {
+                    if nodelay {
+                        let _ = s.set_nodelay(true);
+                    }
+                    drive(s, websockets, peer, None, &shared).await
+                }
+                (Accepted::Unix(s), _) => drive(s, websockets, peer, None, &shared).await,
             }
         });
     }
@@ -273,8 +332,13 @@ async fn accept(l: &Listener) -> std::io::Result<(Accepted, String)> {
     }
 }
 
-async fn drive<S>(stream: S, websockets: bool, peer: String, shared: &AcceptShared)
-where
+async fn drive<S>(
+    stream: S,
+    websockets: bool,
+    peer: String,
+    identity: Option<String>,
+    shared: &AcceptShared,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
@@ -285,6 +349,7 @@ where
                     ws,
                     conn,
                     peer,
+                    identity,
                     shared.router.clone(),
                     shared.max_packet,
                     shared.counters.clone(),
@@ -314,6 +379,7 @@ where
             stream,
             conn,
             peer,
+            identity,
             shared.router.clone(),
             shared.max_packet,
             shared.counters.clone(),

@@ -2,25 +2,37 @@
 //! and IPv6 wildcards side by side), Unix sockets, `bind_interface`, and the
 //! settings each listener carries into the server.
 
-use midge_config::{Config, ListenAddress, ListenerProtocol, SocketDomain};
+use midge_config::{Config, ListenAddress, ListenerProtocol, SocketDomain, TlsConfig};
+use midge_server::tls::SharedTls;
 use midge_server::{log, BoundListener, Listener, LogType, Logger};
 use std::net::SocketAddr;
 use tokio::net::{TcpListener, UnixListener};
 
 /// Binds every listener; logs each as Mosquitto does ("Opening ipv4 listen
 /// socket on port N."), with the real port when 0 was asked for.
-pub async fn bind_all(config: &Config, log: &Logger) -> Result<Vec<BoundListener>, String> {
+pub async fn bind_all(config: &Config, log: &Logger) -> Result<Bound, String> {
     let mut out = Vec::new();
+    let mut tls_handles = Vec::new();
     // `-p 0`: the first socket picks a free port, the others (the ::1 twin)
     // take the same one, so a client gets one port for both families.
     let mut picked: Option<u16> = None;
     for l in &config.listeners {
         let websockets = l.protocol == ListenerProtocol::Websockets;
+        let tls = match &l.tls {
+            Some(cfg) => {
+                let settings = midge_server::tls::build(cfg)?;
+                let shared = std::sync::Arc::new(std::sync::RwLock::new(settings));
+                tls_handles.push((cfg.clone(), shared.clone()));
+                Some(shared)
+            }
+            None => None,
+        };
         let settings = |listener| BoundListener {
             listener,
             websockets,
             max_connections: l.max_connections,
             nodelay: config.set_tcp_nodelay,
+            tls: tls.clone(),
         };
         match &l.address {
             ListenAddress::Unix { path } => {
@@ -117,7 +129,36 @@ pub async fn bind_all(config: &Config, log: &Logger) -> Result<Vec<BoundListener
     if out.is_empty() {
         return Err("no listener could be opened".into());
     }
-    Ok(out)
+    Ok(Bound {
+        listeners: out,
+        tls: tls_handles,
+    })
+}
+
+/// The bound sockets, and the TLS settings to renew on SIGHUP.
+pub struct Bound {
+    pub listeners: Vec<BoundListener>,
+    pub tls: Vec<(TlsConfig, SharedTls)>,
+}
+
+/// Rereads every TLS listener's certificates and key (SIGHUP): new
+/// connections get them; a file that fails keeps the old ones.
+pub fn reload_tls(handles: &[(TlsConfig, SharedTls)], log: &Logger) {
+    for (cfg, shared) in handles {
+        match midge_server::tls::build(cfg) {
+            Ok(settings) => {
+                if let Ok(mut guard) = shared.write() {
+                    *guard = settings;
+                }
+            }
+            Err(e) => log!(
+                log,
+                LogType::ERROR,
+                "Error: TLS reload failed, keeping the old certificates: {}",
+                e
+            ),
+        }
+    }
 }
 
 fn bind_tcp(addr: SocketAddr, interface: Option<&str>) -> std::io::Result<TcpListener> {

@@ -182,13 +182,15 @@ fn server_options(config: &Config, seed: u64) -> Result<ServerOptions, String> {
 }
 
 async fn run(args: Args, config: Config, log: Logger) -> ExitCode {
-    let listeners = match listen::bind_all(&config, &log).await {
+    let bound = match listen::bind_all(&config, &log).await {
         Ok(l) => l,
         Err(e) => {
             log!(log, LogType::ERROR, "Error: {}", e);
             return ExitCode::FAILURE;
         }
     };
+    let listeners = bound.listeners;
+    let tls = bound.tls;
     if let Some(user) = &config.user {
         if let Err(e) = drop_privileges(user, &log) {
             log!(log, LogType::ERROR, "Error: {}", e);
@@ -216,6 +218,7 @@ async fn run(args: Args, config: Config, log: Logger) -> ExitCode {
         control_tx,
         stop_tx,
         seed,
+        tls,
     ));
     notify::send("READY=1");
     notify::spawn_watchdog();
@@ -235,6 +238,7 @@ async fn handle_signals(
     control: mpsc::UnboundedSender<Control>,
     stop: tokio::sync::oneshot::Sender<()>,
     seed: u64,
+    tls: Vec<(midge_config::TlsConfig, midge_server::tls::SharedTls)>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
@@ -259,6 +263,7 @@ async fn handle_signals(
                 notify::send(&format!("RELOADING=1\nMONOTONIC_USEC={}", notify::monotonic_usec()));
                 log!(log, LogType::NOTICE, "Reloading config.");
                 log.reopen();
+                listen::reload_tls(&tls, &log);
                 match load_config(&args) {
                     Ok(new) => {
                         log.reconfigure(new.log.clone(), args.verbose);

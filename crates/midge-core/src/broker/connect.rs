@@ -191,6 +191,12 @@ impl Broker {
             password,
             properties,
         } = *c;
+        let identity = self
+            .links
+            .conns
+            .get(&conn_id)
+            .and_then(|c| c.identity.clone());
+        let username = identity.clone().or(username);
         let v5 = protocol.is_v5();
         let code = |v3: u8, v5_code: ReasonCode| if v5 { v5_code.0 } else { v3 };
 
@@ -219,11 +225,12 @@ impl Broker {
             client_id
         };
 
-        let authenticated = self
-            .links
-            .conns
-            .get(&conn_id)
-            .is_some_and(|c| c.auth_method.is_some());
+        let authenticated = identity.is_some()
+            || self
+                .links
+                .conns
+                .get(&conn_id)
+                .is_some_and(|c| c.auth_method.is_some());
         // A user name is checked against the password file; a wrong
         // password is refused as not authorised, as Mosquitto 2 does.
         if let (Some(access), Some(user)) = (&self.access, &username) {
