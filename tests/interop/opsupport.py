@@ -185,3 +185,70 @@ def kill_pid(pid: int) -> None:
 def run_midge(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
     return subprocess.run([str(midge_bin()), *args], stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# -- mosquitto_sub / mosquitto_pub with arbitrary connection arguments ------------
+
+class ToolSub:
+    """mosquitto_sub with -d (so that we can tell when it has subscribed) and
+    whatever connection arguments (-h/-p or --unix)."""
+
+    def __init__(self, *args: str):
+        import queue
+        import threading
+        self._queue_mod = queue
+        self.proc = subprocess.Popen(
+            ["stdbuf", "-oL", "mosquitto_sub", "-d", *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines: "queue.Queue[str | None]" = queue.Queue()
+        self.all: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for raw in iter(self.proc.stdout.readline, b""):
+            self.lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for(self, prefix: str, timeout: float = TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except self._queue_mod.Empty:
+                raise AssertionError(f"mosquitto_sub did not print {prefix!r}; got {self.all}") from None
+            if line is None:
+                raise AssertionError(
+                    f"mosquitto_sub exited ({self.proc.wait()}) before {prefix!r}; got {self.all} "
+                    f"stderr {self.proc.stderr.read()!r}")
+            self.all.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def subscribed(self) -> "ToolSub":
+        self.wait_for("Subscribed (mid:")
+        return self
+
+    def payload_lines(self, timeout: float = TIMEOUT) -> list[str]:
+        """Waits for it to exit (started with -C); its output without -d lines."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"mosquitto_sub still running after {timeout} s; got {self.all}")
+        while (line := self.lines.get(timeout=timeout)) is not None:
+            self.all.append(line)
+        assert rc == 0, f"mosquitto_sub exited {rc}: {self.proc.stderr.read()!r}"
+        return [line for line in self.all if not line.startswith(("Client ", "Subscribed (mid:"))]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def tool_pub(*args: str, timeout: float = TIMEOUT) -> None:
+    r = subprocess.run(["mosquitto_pub", *args], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=timeout)
+    assert r.returncode == 0, f"mosquitto_pub {args} exited {r.returncode}: {r.stderr!r}"
