@@ -175,6 +175,9 @@ def test_seed_configuration_as_daemon(tmp_path, daemons, clients, tools):
     assert s.payload_lines() == ["32"]
     for line in opsupport.file_lines(log):
         assert re.match(r"^\d{9,}: ", line), f"log line without a timestamp: {line!r}"
+        # log_type debug is commented out in the seed's file
+        assert not re.search(r": (Received|Sending) [A-Z]+ (from|to) ", line), \
+            f"debug line without log_type debug: {line!r}"
 
     # logrotate's way: move the file away, SIGHUP, a new file gets the next lines
     rotated = tmp_path / "mosquitto.log.1"
