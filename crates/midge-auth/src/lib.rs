@@ -1,9 +1,9 @@
 //! Authentication files shared by the broker and the tools, in Mosquitto's formats.
 //!
 //! This crate owns the on-disk formats and the checks made against them; it knows
-//! nothing of connections or MQTT. Today that is the password file that
-//! `mosquitto_passwd` writes and the `password_file` option reads (ACL files will
-//! follow):
+//! nothing of connections or MQTT: the password file that `mosquitto_passwd`
+//! writes and the `password_file` option reads, and the `acl_file` of topic
+//! rules (see [`acl`]):
 //!
 //! ```text
 //! # comment
@@ -28,10 +28,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod acl;
 mod error;
 mod file;
 mod hash;
 
+pub use acl::{Access, AclError, AclFile, AclLineError};
 pub use error::{HashError, LineError, PasswordFileError, UsernameError};
 pub use file::{validate_username, PasswordFile};
 pub use hash::{HashAlgorithm, PasswordHash, DEFAULT_ITERATIONS, HASH_LEN, SALT_LEN};
