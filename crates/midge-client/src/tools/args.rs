@@ -759,15 +759,8 @@ fn parse_url(cfg: &mut Config, url: &[u8]) -> Result<(), ArgError> {
     let rest = if lower.starts_with("mqtt://") {
         cfg.port = Some(1883);
         &s[7..]
-    } else if lower.starts_with("mqtts://") || lower.starts_with("wss://") {
-        return Err(ArgError::Invalid {
-            message: "Error: TLS support not available.\n\n".into(),
-            usage_hint: true,
-        });
-    } else if lower.starts_with("ws://") {
-        return err("Error: WebSocket transport is not supported yet.\n\n");
     } else {
-        return err("Error: Unsupported URL scheme.\n\n");
+        return err("Error: unsupported URL scheme.\n\n");
     };
     let Some(slash) = rest.find('/') else {
         return err("Error: Invalid URL for -L argument specified - topic missing.\n");
@@ -1030,7 +1023,8 @@ mod tests {
             (Tool::Sub, &["-t", "a", "-W", "0"], "Error: Invalid timeout \"0\".\n\n"),
             (Tool::Pub, &["-t", "a", "-n", "--will-payload", "x"], "Error: Will payload given, but no will topic given.\n"),
             (Tool::Pub, &["-t", "a", "-n", "-x", "abc"], "Error: session-expiry-interval not a number.\n\n"),
-            (Tool::Pub, &["-L", "http://x/y"], "Error: Unsupported URL scheme.\n\n"),
+            (Tool::Pub, &["-L", "http://x/y"], "Error: unsupported URL scheme.\n\n"),
+            (Tool::Pub, &["-L", "mqtts://x/y"], "Error: unsupported URL scheme.\n\n"),
             (Tool::Pub, &["-L", "mqtt://x"], "Error: Invalid URL for -L argument specified - topic missing.\n"),
             (Tool::Pub, &["-i", "a", "-I", "b"], "Error: -i and -I argument cannot be used together.\n\n"),
             (Tool::Sub, &["-t", "a", "--cafile", "x"], "Error: TLS is not supported by midge_sub yet ('--cafile').\n"),

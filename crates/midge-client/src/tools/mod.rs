@@ -316,7 +316,8 @@ pub(crate) fn connect_failure(e: &Error) -> (String, i32) {
         Error::Refused { code, version } => {
             (connection_error_line(*code, *version), i32::from(*code))
         }
-        Error::Io(_) | Error::Lookup(_) => (format!("Error: {e}\n"), 1),
+        Error::Lookup(_) => ("Unable to connect (Lookup error.).\n".into(), 1),
+        Error::Io(_) => (format!("Error: {e}\n"), 1),
         other => (format!("Error: {other}\n"), 1),
     }
 }

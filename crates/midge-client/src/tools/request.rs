@@ -48,7 +48,13 @@ pub(super) async fn main(cfg: Config) -> i32 {
         c = Client::connect(&opts) => match c {
             Ok((c, _)) => c,
             Err(e) => {
-                let (line, code) = connect_failure(&e);
+                let (mut line, code) = connect_failure(&e);
+                if let crate::client::Error::Refused { code, version } = e {
+                    // mosquitto_rr names 3.x return codes with the 5.0 table.
+                    if !version.is_v5() {
+                        line = format!("Connection error: {}\n", super::reason_string(code));
+                    }
+                }
                 err_print(&cfg, &line);
                 return code;
             }
