@@ -971,10 +971,7 @@ BAD_PUBLISH_PROPERTIES = [
     # a property not valid for PUBLISH: Malformed Packet (2.2.2.2: "an Identifier
     # which is not valid for its packet type ... is a Malformed Packet");
     # Mosquitto 2.0 answers 0x81 too
-    pytest.param(encode_props([(SESSION_EXPIRY, 10)]), RC_MALFORMED, id="session-expiry-in-publish",
-                 marks=pytest.mark.xfail(brokers.broker_kind() == "midge", strict=True, reason=(
-                     "bug: midge answers a property not allowed in PUBLISH with DISCONNECT 0x82 "
-                     "(Protocol Error); MQTT 5.0 2.2.2.2 makes it a Malformed Packet, 0x81"))),
+    pytest.param(encode_props([(SESSION_EXPIRY, 10)]), RC_MALFORMED, id="session-expiry-in-publish"),
 ]
 
 
@@ -1016,10 +1013,7 @@ PROTOCOL_VIOLATIONS = [
     # too. Mosquitto 2.0.11 accepts it as well (PUBACK).
     pytest.param(publish5("v/t", b"x", 1, props=[(SUBSCRIPTION_ID, 5)]),
                  (RC_PROTOCOL_ERROR, RC_MALFORMED), id="publish-with-subscription-identifier",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "bug: midge (like Mosquitto 2.0.11) accepts a client's PUBLISH carrying a "
-                     "Subscription Identifier (PUBACK 0x00) instead of closing with "
-                     "DISCONNECT 0x82 [MQTT-3.3.4-6]"))),
+                 marks=pytest.mark.midge_only("Mosquitto 2.0.11 accepts it (PUBACK)")),
 ]
 
 

@@ -497,18 +497,14 @@ def _err_duplicate_listener(tmp_path):
 
 
 def _err_not_yet_supported(tmp_path):
-    conf, _ = simple_conf(tmp_path, "acl_file x\n")
-    return conf, conf, 4, "acl_file"
+    conf, _ = simple_conf(tmp_path, "psk_file x\n")
+    return conf, conf, 4, "psk_file"
 
 
 def _err_not_yet_supported_inflight_bytes(tmp_path):
-    conf, _ = simple_conf(tmp_path, "max_inflight_bytes 1000\n")
-    return conf, conf, 4, "max_inflight_bytes"
+    conf, _ = simple_conf(tmp_path, "memory_limit 1000\n")
+    return conf, conf, 4, "memory_limit"
 
-
-NO_LOCATION = pytest.mark.xfail(strict=True, reason=(
-    "bug: refused by check_supported() in crates/midge/src/main.rs after parsing, as "
-    "'Error: OPTION is not supported by midge yet' without the file:line"))
 
 CONFIG_ERRORS = [
     pytest.param(_err_unknown, id="unknown-option"),
@@ -519,9 +515,8 @@ CONFIG_ERRORS = [
     pytest.param(_err_include_dir_unreadable, id="include-dir-unreadable"),
     pytest.param(_err_in_included_file, id="error-in-included-file"),
     pytest.param(_err_duplicate_listener, id="duplicate-listener"),
-    pytest.param(_err_not_yet_supported, id="not-yet-supported-acl_file", marks=NO_LOCATION),
-    pytest.param(_err_not_yet_supported_inflight_bytes, id="not-yet-supported-max_inflight_bytes",
-                 marks=NO_LOCATION),
+    pytest.param(_err_not_yet_supported, id="not-yet-supported-psk_file"),
+    pytest.param(_err_not_yet_supported_inflight_bytes, id="not-yet-supported-memory_limit"),
 ]
 
 

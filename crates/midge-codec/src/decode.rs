@@ -88,7 +88,7 @@ pub enum DecodeError {
     InvalidReasonCode { packet_type: u8, code: u8 },
     #[error("malformed packet: unknown property identifier {0:#x} (section 2.2.2.2)")]
     UnknownProperty(u32),
-    #[error("protocol error: property {id:#04x} is not allowed in {context}")]
+    #[error("[MQTT-2.2.2-2] malformed packet: property {id:#04x} is not allowed in {context}")]
     PropertyNotAllowed { id: u8, context: &'static str },
     #[error("protocol error: property {0:#04x} appears more than once")]
     DuplicateProperty(u8),
@@ -115,7 +115,6 @@ impl DecodeError {
             | InvalidRetainHandling
             | NoLocalOnSharedSubscription
             | InvalidReasonCode { .. }
-            | PropertyNotAllowed { .. }
             | DuplicateProperty(_)
             | InvalidPropertyValue { .. }
             | InvalidResponseTopic(_)
@@ -142,6 +141,9 @@ impl DecodeError {
             | EmptyAckPayload(_)
             | ReservedSubscriptionOptions(_)
             | InvalidSubscriptionQoS
+            // 5.0 §2.2.2.2: a property not valid for the packet type makes
+            // it a Malformed Packet.
+            | PropertyNotAllowed { .. }
             | UnknownProperty(_) => ReasonCode::MALFORMED_PACKET,
         }
     }

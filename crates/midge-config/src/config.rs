@@ -92,6 +92,10 @@ pub struct Config {
     pub max_topic_alias: u16,
     /// `max_qos`, default 2: highest QoS accepted from clients.
     pub max_qos: u8,
+    /// `connect_timeout` (Midge only), default 10 seconds: a connection
+    /// that sends no CONNECT in this time is closed; 0 waits forever, as
+    /// Mosquitto does.
+    pub connect_timeout: u32,
     /// The files read, in order: the main file first, then included files.
     pub sources: Vec<PathBuf>,
     /// The option names used, in order of first use, as spelled in
@@ -297,6 +301,7 @@ impl Config {
             sys_interval: 10,
             max_topic_alias: 10,
             max_qos: 2,
+            connect_timeout: 10,
             sources: Vec::new(),
             options_seen: Vec::new(),
         };

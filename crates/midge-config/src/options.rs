@@ -60,7 +60,7 @@ const fn refused(name: &'static str, reason: &'static str) -> MosquittoOption {
 
 /// Every option of Mosquitto 2.0's `mosquitto.conf`, in alphabetical order.
 pub const OPTIONS: &[MosquittoOption] = &[
-    yes("acl_file"),
+    not_yet("acl_file"),
     not_yet("address"),
     not_yet("addresses"),
     yes("allow_anonymous"),
@@ -107,6 +107,8 @@ pub const OPTIONS: &[MosquittoOption] = &[
         "clientid_prefixes",
         "clientid_prefixes is deprecated in Mosquitto 2.0 and not supported by midge",
     ),
+    // Midge's own: Mosquitto never closes a connection that sends nothing.
+    yes("connect_timeout"),
     not_yet("connection"),
     yes("connection_messages"),
     yes("crlfile"),

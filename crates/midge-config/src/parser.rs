@@ -692,6 +692,11 @@ impl Parser {
                 let value = l.check_range(value, 0, i64::from(u16::MAX))?;
                 self.out.max_topic_alias = u16::try_from(value).unwrap_or(10);
             }
+            "connect_timeout" => {
+                let value = l.integer()?;
+                let value = l.check_range(value, 0, 3600)?;
+                self.out.connect_timeout = u32::try_from(value).unwrap_or(10);
+            }
             "max_qos" => {
                 let value = l.integer()?;
                 let value = l.check_range(value, 0, 2)?;

@@ -629,7 +629,6 @@ fn every_supported_option_has_a_handler() {
     // A sample valid line for each supported option; fails when an entry is
     // flipped to Supported without a handler in the parser.
     let samples = [
-        ("acl_file", "/etc/midge/acl"),
         ("allow_anonymous", "true"),
         ("allow_zero_length_clientid", "true"),
         ("auto_id_prefix", "x-"),
@@ -638,6 +637,7 @@ fn every_supported_option_has_a_handler() {
         ("cafile", "/etc/ca.pem"),
         ("capath", "/etc/ssl/certs"),
         ("certfile", "/etc/cert.pem"),
+        ("connect_timeout", "5"),
         ("connection_messages", "false"),
         ("crlfile", "/etc/crl.pem"),
         ("include_dir", "<empty dir>"),

@@ -7,6 +7,9 @@ pub struct BrokerConfig {
     /// QoS 1/2 messages in flight to one client at once (`max_inflight_messages`,
     /// default 20; 0 = unlimited, capped at 65 000 packet identifiers).
     pub max_inflight_messages: u16,
+    /// Payload bytes in flight to one client (`max_inflight_bytes`, default
+    /// 0 = unlimited); a message is always let through to an empty window.
+    pub max_inflight_bytes: u64,
     /// Messages queued per session beyond those in flight (`max_queued_messages`,
     /// default 1000; 0 = unlimited).
     pub max_queued_messages: u32,
@@ -53,6 +56,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             max_inflight_messages: 20,
+            max_inflight_bytes: 0,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
             queue_qos0_messages: false,

@@ -175,6 +175,23 @@ impl Session {
         }
     }
 
+    /// Whether one more message of `size` bytes fits in the in-flight
+    /// window (count and, when limited, bytes).
+    pub fn window_has_room(&self, size: u64, max_bytes: u64) -> bool {
+        if self.inflight.len() >= self.link.send_window {
+            return false;
+        }
+        if max_bytes == 0 || self.inflight.is_empty() {
+            return true;
+        }
+        let used: u64 = self
+            .inflight
+            .iter()
+            .map(|f| f.delivery.message.queued_size())
+            .sum();
+        used + size <= max_bytes
+    }
+
     pub fn inflight_position(&self, packet_id: PacketId) -> Option<usize> {
         self.inflight.iter().position(|f| f.packet_id == packet_id)
     }

@@ -12,13 +12,31 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::router::RouterMsg;
 use crate::server::Counters;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Read buffer taken when data flows; see [`read_loop`].
 const READ_CHUNK: usize = 8 * 1024;
 /// Largest batch the writer builds before writing.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Bytes handed to a connection's writer and not yet written beyond which
+/// QoS 0 messages to it are dropped: a client that reads slowly (or not at
+/// all) cannot make the broker buffer without bound. QoS 1/2 are bounded by
+/// the in-flight window and queue limits instead.
+pub const SLOW_READER_LIMIT: usize = 8 * 1024 * 1024;
+
+/// What a transmit costs in the writer's backlog: close to its encoded size,
+/// computed the same way on both sides of the channel.
+pub fn transmit_weight(t: &Transmit) -> usize {
+    t.packets
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.payload.len() + p.topic.len() + 16,
+            _ => 16,
+        })
+        .sum()
+}
+
 /// How long a connection that sent garbage is given to receive our answer.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -35,6 +53,7 @@ pub async fn run_connection<S>(
 {
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel();
+    let backlog = Arc::new(AtomicUsize::new(0));
     let (closed_tx, closed_rx) = oneshot::channel();
     if router
         .send(RouterMsg::Open {
@@ -42,13 +61,14 @@ pub async fn run_connection<S>(
             writer: tx,
             peer,
             identity,
+            backlog: backlog.clone(),
         })
         .await
         .is_err()
     {
         return;
     }
-    let writer = tokio::spawn(write_loop(counters.clone(), wr, rx, closed_tx));
+    let writer = tokio::spawn(write_loop(counters.clone(), backlog, wr, rx, closed_tx));
     read_loop(rd, conn, &router, max_packet_size, closed_rx, &counters).await;
     // The writer ends when the router drops its sender (after Lost) or
     // after a closing batch.
@@ -142,6 +162,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     counters: Arc<Counters>,
+    backlog: Arc<AtomicUsize>,
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Transmit>,
     closed: oneshot::Sender<bool>,
@@ -149,10 +170,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut out = BytesMut::new();
     let mut closed_by_broker = false;
     'outer: while let Some(t) = rx.recv().await {
+        let mut weight = transmit_weight(&t);
         let mut close = encode(&t, &mut out);
         while !close && out.len() < WRITE_BATCH {
             match rx.try_recv() {
-                Ok(t) => close = encode(&t, &mut out),
+                Ok(t) => {
+                    weight += transmit_weight(&t);
+                    close = encode(&t, &mut out);
+                }
                 Err(_) => break,
             }
         }
@@ -162,6 +187,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         counters
             .bytes_sent
             .fetch_add(out.len() as u64, Ordering::Relaxed);
+        // Saturating: the router adds before the writer subtracts.
+        let _ = backlog.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+            Some(b.saturating_sub(weight))
+        });
         out.clear();
         if out.capacity() > WRITE_BATCH * 2 {
             out = BytesMut::new();

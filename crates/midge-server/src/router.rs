@@ -12,11 +12,13 @@ use std::future::Future;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+use crate::connection::{transmit_weight, SLOW_READER_LIMIT};
 use crate::durable::{Durability, StoreThread};
 use crate::log::{LogType, Logger};
 use crate::server::{Control, Counters, ServerOptions};
 use crate::sys::SysTopics;
 use bytes::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// What connection tasks tell the router.
@@ -29,6 +31,8 @@ pub enum RouterMsg {
         /// The user name a TLS client certificate proved, if the listener
         /// takes it from there.
         identity: Option<String>,
+        /// The writer's backlog, for the slow-reader limit.
+        backlog: Arc<AtomicUsize>,
     },
     Packets {
         conn: ConnId,
@@ -54,6 +58,10 @@ pub enum RouterMsg {
 struct Peer {
     writer: mpsc::UnboundedSender<Transmit>,
     address: String,
+    /// Bytes given to the writer and not yet written.
+    backlog: Arc<AtomicUsize>,
+    /// QoS 0 messages dropped because the client does not read.
+    dropped: u64,
 }
 
 /// Most messages handled before the router flushes outgoing batches: large
@@ -164,12 +172,15 @@ fn handle(
             writer,
             peer,
             identity,
+            backlog,
         } => {
             peers.insert(
                 conn,
                 Peer {
                     writer,
                     address: peer,
+                    backlog,
+                    dropped: 0,
                 },
             );
             broker.connection_opened(conn, now);
@@ -225,10 +236,27 @@ fn flush(
 ) {
     let through_store = store.filter(|s| broker.has_store_ops() || !s.idle());
     let mut held = Vec::new();
-    while let Some(t) = broker.poll_transmit() {
+    while let Some(mut t) = broker.poll_transmit() {
         let close = t.close;
         let conn = t.conn;
-        if let Some(p) = peers.get(&conn) {
+        if let Some(p) = peers.get_mut(&conn) {
+            if p.backlog.load(Ordering::Relaxed) > SLOW_READER_LIMIT {
+                let before = t.packets.len();
+                t.packets.retain(
+                    |p| !matches!(p, Packet::Publish(p) if p.qos == midge_codec::QoS::AtMostOnce),
+                );
+                let dropped = (before - t.packets.len()) as u64;
+                if dropped > 0 && p.dropped == 0 {
+                    crate::log!(
+                        log,
+                        LogType::WARNING,
+                        "Warning: client at {} is not reading; dropping QoS 0 messages to it.",
+                        p.address
+                    );
+                }
+                p.dropped += dropped;
+            }
+            p.backlog.fetch_add(transmit_weight(&t), Ordering::Relaxed);
             // A writer that already stopped means the socket is gone; the
             // reader reports that as Lost.
             if through_store.is_some() {

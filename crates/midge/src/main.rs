@@ -52,7 +52,6 @@ fn load_config(args: &Args) -> Result<Config, String> {
         Some(path) => midge_config::parse_file(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
-    check_supported(&config)?;
     config.apply_port_overrides(&args.port);
     Ok(config)
 }
@@ -142,23 +141,12 @@ fn main() -> ExitCode {
     code
 }
 
-/// Refuses what the configuration asks for but this build cannot do yet,
-/// rather than ignoring it.
-fn check_supported(config: &Config) -> Result<(), String> {
-    if config.acl_file.is_some() {
-        return Err("acl_file is not supported by midge yet".into());
-    }
-    if config.max_inflight_bytes != 0 {
-        return Err("max_inflight_bytes is not supported by midge yet".into());
-    }
-    Ok(())
-}
-
 fn server_options(config: &Config, seed: u64) -> Result<ServerOptions, String> {
     Ok(ServerOptions {
         access: access::load(config)?,
         broker: BrokerConfig {
             max_inflight_messages: config.max_inflight_messages,
+            max_inflight_bytes: config.max_inflight_bytes,
             max_queued_messages: config.max_queued_messages,
             max_queued_bytes: config.max_queued_bytes,
             queue_qos0_messages: config.queue_qos0_messages,
@@ -171,6 +159,8 @@ fn server_options(config: &Config, seed: u64) -> Result<ServerOptions, String> {
             id_seed: seed,
             maximum_packet_size: config.max_packet_size,
             topic_alias_maximum: config.max_topic_alias,
+            connect_timeout: (config.connect_timeout > 0)
+                .then(|| Duration::from_secs(u64::from(config.connect_timeout))),
             maximum_qos: midge_codec::QoS::from_u8(config.max_qos)
                 .unwrap_or(midge_codec::QoS::ExactlyOnce),
             ..BrokerConfig::default()

@@ -33,6 +33,11 @@ impl Broker {
         let mut reason = ReasonCode::SUCCESS;
         let mut denied = false;
         if protocol.is_v5() {
+            // [MQTT-3.3.4-6] a client does not send Subscription Identifiers.
+            if !p.properties.subscription_identifiers.is_empty() {
+                self.protocol_error(conn_id, ReasonCode::PROTOCOL_ERROR, now);
+                return;
+            }
             if let Some(alias) = p.properties.topic_alias {
                 // [MQTT-3.3.2-8], [MQTT-3.3.2-9]
                 if alias == 0 || alias > self.config.topic_alias_maximum {
@@ -288,7 +293,8 @@ impl Broker {
             return;
         };
         if d.qos != QoS::AtMostOnce
-            && (s.inflight.len() >= s.link.send_window || !s.queue.is_empty())
+            && (!s.window_has_room(d.message.queued_size(), self.config.max_inflight_bytes)
+                || !s.queue.is_empty())
         {
             self.enqueue(key, d);
             return;
@@ -375,7 +381,8 @@ impl Broker {
             let Some(conn_id) = s.conn else {
                 return;
             };
-            if s.inflight.len() >= s.link.send_window {
+            let next = s.queue.front().map_or(0, |d| d.message.queued_size());
+            if !s.window_has_room(next, self.config.max_inflight_bytes) {
                 return;
             }
             let Some(d) = s.dequeue() else {

@@ -613,3 +613,23 @@ fn v5_session_expiry_and_topic_alias() {
         matches!(h.take(c).as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::TOPIC_ALIAS_INVALID)
     );
 }
+
+#[test]
+fn max_inflight_bytes_limits_the_window() {
+    let mut h = Harness::new(BrokerConfig {
+        max_inflight_bytes: 10,
+        ..Default::default()
+    });
+    let sub = h.connect("sub", true);
+    h.subscribe(sub, "b", QoS::AtLeastOnce);
+    let p = h.connect("pub", true);
+    for i in 1..=3 {
+        h.send(p, publish("b", "123456", QoS::AtLeastOnce, false, Some(i)));
+    }
+    // 6 bytes in flight; another 6 would pass 10.
+    let got = h.take(sub);
+    let ids: Vec<_> = publishes(&got).iter().filter_map(|p| p.packet_id).collect();
+    assert_eq!(ids.len(), 1);
+    h.send(sub, Packet::PubAck(PubResponse::new(ids[0])));
+    assert_eq!(publishes(&h.take(sub)).len(), 1);
+}
