@@ -97,3 +97,98 @@ def test_broken_password_file_is_a_config_error(tmp_path):
     r = subprocess.run([str(midge_bin()), "-c", str(conf)], capture_output=True, text=True, timeout=10)
     assert r.returncode == 3
     assert str(pw) in r.stderr
+
+
+ACL = """\
+# anonymous clients
+topic read public/#
+
+user alice
+topic readwrite alice/#
+topic write public/#
+topic deny alice/private/#
+
+user bob
+topic read alice/#
+topic read public/#
+
+pattern readwrite devices/%u/#
+"""
+
+
+@pytest.fixture
+def acl_broker(tmp_path):
+    pw = tmp_path / "passwd"
+    pw.touch()
+    mosquitto_passwd(pw, "alice", "a")
+    mosquitto_passwd(pw, "bob", "b")
+    acl = tmp_path / "acl"
+    acl.write_text(ACL)
+    broker = start_with_config(tmp_path, f"allow_anonymous true\npassword_file {pw}\nacl_file {acl}\n")
+    yield broker
+    broker.stop()
+
+
+def sub_once(broker: Broker, topic: str, *auth: str, wait: float = 3) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", topic, "-v", "-W", str(wait), *auth],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_subscribed(broker: Broker, who: str, topic: str) -> None:
+    broker.wait_for_log(re.compile(rf"{re.escape(who)} \d {re.escape(topic)}"), 10)
+
+
+def test_acl_write_rules(acl_broker):
+    alice = ("-u", "alice", "-P", "a")
+    watcher = sub_once(acl_broker, "#", "-u", "bob", "-P", "b", "-i", "w1")
+    wait_subscribed(acl_broker, "w1", "#")
+    assert pub(acl_broker, *alice, "-t", "alice/x", "-m", "mine", "-q", "1").returncode == 0
+    # Denied publishes are still acknowledged in 3.1.1, and go nowhere.
+    assert pub(acl_broker, *alice, "-t", "bob/x", "-m", "not mine", "-q", "1").returncode == 0
+    assert pub(acl_broker, "-t", "public/x", "-m", "anon may not write", "-q", "1").returncode == 0
+    out, _ = watcher.communicate(timeout=15)
+    assert out.splitlines() == ["alice/x mine"]
+
+
+def test_acl_read_rules_and_patterns(acl_broker):
+    alice = ("-u", "alice", "-P", "a")
+    bob_sub = sub_once(acl_broker, "#", "-u", "bob", "-P", "b", "-i", "b1")
+    anon_sub = sub_once(acl_broker, "#", "-i", "a1")
+    dev = sub_once(acl_broker, "devices/#", "-u", "bob", "-P", "b", "-i", "b2")
+    for who, t in [("b1", "#"), ("a1", "#"), ("b2", "devices/#")]:
+        wait_subscribed(acl_broker, who, t)
+    assert pub(acl_broker, *alice, "-t", "public/news", "-m", "hello").returncode == 0
+    assert pub(acl_broker, *alice, "-t", "alice/diary", "-m", "dear").returncode == 0
+    assert pub(acl_broker, "-u", "bob", "-P", "b", "-t", "devices/bob/t", "-m", "21").returncode == 0
+    assert pub(acl_broker, "-u", "bob", "-P", "b", "-t", "devices/alice/t", "-m", "spoof").returncode == 0
+    assert sorted(bob_sub.communicate(timeout=15)[0].splitlines()) == [
+        "alice/diary dear", "devices/bob/t 21", "public/news hello"]
+    assert anon_sub.communicate(timeout=15)[0].splitlines() == ["public/news hello"]
+    # The %u pattern: bob reads and writes his own device tree only.
+    assert dev.communicate(timeout=15)[0].splitlines() == ["devices/bob/t 21"]
+
+
+def test_acl_deny_and_subscribe_refusal(acl_broker):
+    alice = ("-u", "alice", "-P", "a")
+    r = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(acl_broker.port), *alice,
+                        "-t", "secret/#", "-W", "3"], capture_output=True, text=True, timeout=15)
+    assert "denied" in r.stderr.lower(), (r.returncode, r.stderr)
+    r5 = subprocess.run(["mosquitto_sub", "-V", "5", "-h", "127.0.0.1", "-p", str(acl_broker.port), *alice,
+                         "-t", "secret/#", "-W", "3"], capture_output=True, text=True, timeout=15)
+    assert "denied" in r5.stderr.lower() or "not authori" in r5.stderr.lower(), r5.stderr
+    # deny beats readwrite alice/#
+    watcher = sub_once(acl_broker, "alice/#", *alice, "-i", "a2")
+    wait_subscribed(acl_broker, "a2", "alice/#")
+    assert pub(acl_broker, *alice, "-t", "alice/private/x", "-m", "hidden").returncode == 0
+    assert pub(acl_broker, *alice, "-t", "alice/open", "-m", "shown").returncode == 0
+    assert watcher.communicate(timeout=15)[0].splitlines() == ["alice/open shown"]
+
+
+def test_retained_messages_obey_read_rules(acl_broker):
+    alice = ("-u", "alice", "-P", "a")
+    assert pub(acl_broker, *alice, "-t", "alice/status", "-m", "online", "-r", "-q", "1").returncode == 0
+    assert pub(acl_broker, *alice, "-t", "public/motd", "-m", "welcome", "-r", "-q", "1").returncode == 0
+    anon = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(acl_broker.port), "-t", "#",
+                           "-v", "-W", "2"], capture_output=True, text=True, timeout=15)
+    assert anon.stdout.splitlines() == ["public/motd welcome"]

@@ -60,7 +60,7 @@ const fn refused(name: &'static str, reason: &'static str) -> MosquittoOption {
 
 /// Every option of Mosquitto 2.0's `mosquitto.conf`, in alphabetical order.
 pub const OPTIONS: &[MosquittoOption] = &[
-    not_yet("acl_file"),
+    yes("acl_file"),
     not_yet("address"),
     not_yet("addresses"),
     yes("allow_anonymous"),

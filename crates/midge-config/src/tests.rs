@@ -629,6 +629,7 @@ fn every_supported_option_has_a_handler() {
     // A sample valid line for each supported option; fails when an entry is
     // flipped to Supported without a handler in the parser.
     let samples = [
+        ("acl_file", "/etc/midge/acl"),
         ("allow_anonymous", "true"),
         ("allow_zero_length_clientid", "true"),
         ("auto_id_prefix", "x-"),

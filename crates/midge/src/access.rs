@@ -1,7 +1,7 @@
 //! The broker's password and ACL checks, read from Mosquitto's files
 //! (`password_file`, `acl_file`) and handed to the core. Reread on SIGHUP.
 
-use midge_auth::PasswordFile;
+use midge_auth::{Access, AclFile, PasswordFile};
 use midge_config::Config;
 use midge_core::AccessControl;
 use midge_server::AccessHandle;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 struct FileAccess {
     passwords: Option<PasswordFile>,
+    acl: Option<AclFile>,
 }
 
 impl AccessControl for FileAccess {
@@ -26,19 +27,25 @@ impl AccessControl for FileAccess {
     }
 
     fn has_acl(&self) -> bool {
-        false
+        self.acl.is_some()
     }
 
-    fn can_publish(&self, _: &str, _: Option<&str>, _: &str) -> bool {
-        true
+    fn can_publish(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
+        self.acl
+            .as_ref()
+            .is_none_or(|a| a.check(client_id, username, topic, Access::Write))
     }
 
-    fn can_read(&self, _: &str, _: Option<&str>, _: &str) -> bool {
-        true
+    fn can_read(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
+        self.acl
+            .as_ref()
+            .is_none_or(|a| a.check(client_id, username, topic, Access::Read))
     }
 
-    fn can_subscribe(&self, _: &str, _: Option<&str>, _: &str) -> bool {
-        true
+    fn can_subscribe(&self, client_id: &str, username: Option<&str>, filter: &str) -> bool {
+        self.acl
+            .as_ref()
+            .is_none_or(|a| a.check_subscribe(client_id, username, filter))
     }
 }
 
@@ -50,8 +57,12 @@ pub fn load(config: &Config) -> Result<Option<AccessHandle>, String> {
         }
         None => None,
     };
-    if passwords.is_none() {
+    let acl = match &config.acl_file {
+        Some(path) => Some(AclFile::load(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        None => None,
+    };
+    if passwords.is_none() && acl.is_none() {
         return Ok(None);
     }
-    Ok(Some(AccessHandle(Arc::new(FileAccess { passwords }))))
+    Ok(Some(AccessHandle(Arc::new(FileAccess { passwords, acl }))))
 }
