@@ -13,6 +13,7 @@
 # Usage: bench/compare.sh [--rounds N] [--duration SECS] [--brokers "midge mosquitto rumqttd"]
 #                         [--scenarios "fanin fanout p2p latency conn subs100k subs1"]
 #                         [--no-install] [--out FILE]
+#        bench/compare.sh --report RESULTS.jsonl [--out FILE]   (table only, no runs)
 # Environment: MIDGE_BIN, BENCH_BIN to use prebuilt binaries instead of
 # building; CARGO_TARGET_DIR as usual; MOSQUITTO_BIN, RUMQTTD_BIN.
 # Needs python3 (for the table) and bash's /dev/tcp.
@@ -26,6 +27,7 @@ BROKERS="midge mosquitto rumqttd"
 SCENARIOS="fanin fanout p2p latency conn subs100k subs1"
 INSTALL=1
 OUT=""
+REPORT=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
         --scenarios) SCENARIOS=$2; shift 2 ;;
         --no-install) INSTALL=0; shift ;;
         --out) OUT=$2; shift 2 ;;
+        --report) REPORT=$2; shift 2 ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -42,9 +45,107 @@ done
 
 say() { echo "compare.sh: $*" >&2; }
 
+# report JSONL OUT: the markdown table of medians (min–max) and ratios.
+report() {
+python3 - "$1" "$2" <<'EOF'
+import json, statistics, sys
+raw, out = sys.argv[1], sys.argv[2]
+rows, meta = [], {}
+for l in open(raw):
+    if l.strip():
+        o = json.loads(l)
+        if "meta" in o:
+            meta = o["meta"]
+        else:
+            rows.append(o)
+brokers = meta.get("brokers") or sorted({r["label"] for r in rows if "label" in r},
+                                        key=lambda b: (b != "midge", b))
+peers = [b for b in brokers if b != "midge"]
+
+def vals(case, key, broker):
+    return [r[key] for r in rows if r.get("case") == case and r.get("label") == broker
+            and r.get(key) is not None and "error" not in r]
+
+# (label, case, key, higher is better, format)
+metrics = [
+    ("fan-in 8→1, QoS 0, 64 B: msg/s", "fanin", "msgs_per_sec", True, "{:,.0f}"),
+    ("fan-in: msg per broker CPU s", "fanin", "msgs_per_cpu_s", True, "{:,.0f}"),
+    ("fan-in: loss %", "fanin", "loss_pct", False, "{:.2f}"),
+    ("fan-in: broker RSS at the end, kB", "fanin", "broker_rss_end_kb", False, "{:,.0f}"),
+    ("fan-out 1→50, QoS 0: deliveries/s", "fanout", "msgs_per_sec", True, "{:,.0f}"),
+    ("fan-out: loss %", "fanout", "loss_pct", False, "{:.2f}"),
+    ("fan-out: broker RSS at the end, kB", "fanout", "broker_rss_end_kb", False, "{:,.0f}"),
+    ("16 pairs QoS 1 window 64: msg/s", "p2p", "msgs_per_sec", True, "{:,.0f}"),
+    ("16 pairs: msg per broker CPU s", "p2p", "msgs_per_cpu_s", True, "{:,.0f}"),
+    ("16 pairs: loss %", "p2p", "loss_pct", False, "{:.2f}"),
+    ("16 pairs: p50 µs", "p2p", "p50_us", False, "{:,.0f}"),
+    ("latency 5k msg/s QoS 1: p50 µs", "latency", "p50_us", False, "{:,.0f}"),
+    ("latency: p99 µs", "latency", "p99_us", False, "{:,.0f}"),
+    ("latency: broker CPU s per run", "latency", "broker_cpu_s", False, "{:.2f}"),
+    ("10k idle connections: RSS bytes/conn", "conn", "broker_rss_per_conn_bytes", False, "{:,.0f}"),
+    ("connect rate: conn/s", "conn", "connects_per_sec", True, "{:,.0f}"),
+    ("100k subscriptions, 1 matching: msg/s", "subs100k", "msgs_per_sec", True, "{:,.0f}"),
+    ("100k subscriptions: SUBSCRIBE time s", "subs100k", "subscribe_s", False, "{:.2f}"),
+    ("1 subscription (same fan-in): msg/s", "subs1", "msgs_per_sec", True, "{:,.0f}"),
+]
+lines = ["| metric | " + " | ".join(brokers) + " | midge / best peer |",
+         "|" + "---|" * (len(brokers) + 2)]
+for label, case, key, higher, fmt in metrics:
+    v = {b: vals(case, key, b) for b in brokers}
+    if not any(v.values()):
+        continue
+    meds = {b: statistics.median(v[b]) if v[b] else None for b in brokers}
+    cells = []
+    for b in brokers:
+        if not v[b]:
+            cells.append("—")
+        elif len(v[b]) == 1 or min(v[b]) == max(v[b]):
+            cells.append(fmt.format(meds[b]))
+        else:
+            cells.append("{} ({}–{})".format(fmt.format(meds[b]), fmt.format(min(v[b])), fmt.format(max(v[b]))))
+    pv = [meds[p] for p in peers if meds[p] is not None]
+    ratio = "—"
+    if meds.get("midge") is not None and pv and key != "loss_pct":
+        best = max(pv) if higher else min(pv)
+        if best:
+            ratio = "{:.2f}{}".format(meds["midge"] / best, "" if higher else " (lower is better)")
+    lines.append("| {} | {} | {} |".format(label, " | ".join(cells), ratio))
+rel = []
+for b in brokers:
+    a, c = vals("subs100k", "msgs_per_sec", b), vals("subs1", "msgs_per_sec", b)
+    rel.append("{:.2f}".format(statistics.median(a) / statistics.median(c)) if a and c else "—")
+if any(r != "—" for r in rel):
+    lines.append("| 100k subs rate / 1 sub rate | " + " | ".join(rel) + " | |")
+errors = [r for r in rows if "error" in r]
+n = {b: len([r for r in rows if r.get("label") == b and "error" not in r]) for b in brokers}
+with open(out, "w") as f:
+    f.write("# Midge vs Mosquitto vs rumqttd — {}\n\n".format(meta.get("date", "?")))
+    f.write("Medians (min–max) of {} rounds, {} s of publishing per run, each run on a "
+            "fresh broker. Ratio: midge's median / the best peer's median.\n\n".format(
+                meta.get("rounds", "?"), meta.get("duration", "?")))
+    f.write("\n".join(lines) + "\n\n")
+    f.write("- machine: {}\n".format(meta.get("machine", "?")))
+    f.write("- load average (1, 5, 15 min) before: {}; after: {}\n".format(
+        meta.get("load_start", "?"), meta.get("load_end", "?")))
+    f.write("- {}\n".format(meta.get("versions", "?")))
+    f.write("- successful runs per broker: {}\n".format(", ".join(f"{b} {n[b]}" for b in brokers)))
+    for e in errors:
+        f.write("- failed: {} on {} (round {}): {}\n".format(e.get("case"), e.get("label"), e.get("round"), e.get("error")))
+    f.write("- command: {}\n".format(meta.get("command", "bench/compare.sh")))
+    f.write("- raw results: {}\n".format(raw.rsplit("/", 1)[-1]))
+print(open(out).read())
+EOF
+}
+
+# --report JSONL: only rebuild the table from earlier raw results.
+if [ -n "$REPORT" ]; then
+    report "$REPORT" "${OUT:-${REPORT%.jsonl}.md}"
+    exit 0
+fi
+
 # 10 000 idle connections need as many descriptors, in the bench and in the broker.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 21000 ]; then
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10300 ]; then
     say "warning: open-file limit is $(ulimit -n); the 10 000-connection scenario may fail"
 fi
 
@@ -91,6 +192,8 @@ if [ -z "${MIDGE_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
     MIDGE_BIN=${MIDGE_BIN:-$TARGET/release/midge}
     BENCH_BIN=${BENCH_BIN:-$TARGET/release/midge_bench}
 fi
+
+midge_rev=${MIDGE_REV:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 
 WORK=$(mktemp -d /tmp/midge-compare.XXXXXX)
 PID=""
@@ -239,92 +342,30 @@ for line in sys.stdin:
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
+midge_version=$("$MIDGE_BIN" --version 2>/dev/null | head -1 || true)
+mosq_version="not run"
+if [ -n "$MOSQUITTO" ]; then mosq_version=$("$MOSQUITTO" -h 2>/dev/null | head -1 || true); fi
+rumqttd_version="not run"
+if [ -n "$RUMQTTD" ]; then rumqttd_version="rumqttd 0.20.0"; fi
+# Everything the report needs goes into the JSON lines, so --report can
+# rebuild the table from them alone.
+python3 - >>"$RAW" <<EOF
+import json
+print(json.dumps({"meta": {
+    "date": "$START_DATE", "rounds": $ROUNDS, "duration": $DURATION,
+    "brokers": "$available".split(),
+    "machine": "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)",
+    "load_start": "$LOAD_START", "load_end": "$LOAD_END",
+    "versions": "midge: $midge_version, git $midge_rev; mosquitto: $mosq_version; rumqttd: $rumqttd_version",
+    "command": "bench/compare.sh --rounds $ROUNDS --duration $DURATION --brokers '$BROKERS' --scenarios '$SCENARIOS'",
+}}))
+EOF
+
 mkdir -p "$ROOT/bench/results"
 if [ -z "$OUT" ]; then
     OUT="$ROOT/bench/results/$(date -u +%Y-%m-%d).md"
     [ -e "$OUT" ] && OUT="$ROOT/bench/results/$(date -u +%Y-%m-%d-%H%M).md"
 fi
 cp "$RAW" "${OUT%.md}.jsonl"
-
-midge_version=$("$MIDGE_BIN" --version 2>/dev/null | head -1 || true)
-midge_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-mosq_version="not run"
-if [ -n "$MOSQUITTO" ]; then mosq_version=$("$MOSQUITTO" -h 2>/dev/null | head -1 || true); fi
-rumqttd_version="not run"
-if [ -n "$RUMQTTD" ]; then rumqttd_version="rumqttd 0.20.0"; fi
-
-python3 - "$RAW" "$OUT" <<EOF
-import json, statistics, sys
-raw, out = sys.argv[1], sys.argv[2]
-rows = [json.loads(l) for l in open(raw) if l.strip()]
-brokers = [b for b in "$available".split()]
-peers = [b for b in brokers if b != "midge"]
-
-def vals(case, key, broker):
-    return [r[key] for r in rows if r.get("case") == case and r.get("label") == broker
-            and r.get(key) is not None and "error" not in r]
-
-def med(case, key, broker):
-    v = vals(case, key, broker)
-    return statistics.median(v) if v else None
-
-# (label, case, key, higher is better, format)
-metrics = [
-    ("fan-in 8→1, QoS 0, 64 B: msg/s", "fanin", "msgs_per_sec", True, "{:,.0f}"),
-    ("fan-in: msg per broker CPU s", "fanin", "msgs_per_cpu_s", True, "{:,.0f}"),
-    ("fan-in: loss %", "fanin", "loss_pct", False, "{:.2f}"),
-    ("fan-out 1→50, QoS 0: deliveries/s", "fanout", "msgs_per_sec", True, "{:,.0f}"),
-    ("fan-out: loss %", "fanout", "loss_pct", False, "{:.2f}"),
-    ("16 pairs QoS 1 window 64: msg/s", "p2p", "msgs_per_sec", True, "{:,.0f}"),
-    ("16 pairs: msg per broker CPU s", "p2p", "msgs_per_cpu_s", True, "{:,.0f}"),
-    ("16 pairs: loss %", "p2p", "loss_pct", False, "{:.2f}"),
-    ("latency 5k msg/s QoS 1: p50 µs", "latency", "p50_us", False, "{:,.0f}"),
-    ("latency: p99 µs", "latency", "p99_us", False, "{:,.0f}"),
-    ("latency: broker CPU s per run", "latency", "broker_cpu_s", False, "{:.2f}"),
-    ("10k idle connections: RSS bytes/conn", "conn", "broker_rss_per_conn_bytes", False, "{:,.0f}"),
-    ("connect rate: conn/s", "conn", "connects_per_sec", True, "{:,.0f}"),
-    ("100k subscriptions, 1 matching: msg/s", "subs100k", "msgs_per_sec", True, "{:,.0f}"),
-    ("100k subscriptions: SUBSCRIBE time s", "subs100k", "subscribe_s", False, "{:.2f}"),
-    ("1 subscription (same fan-in): msg/s", "subs1", "msgs_per_sec", True, "{:,.0f}"),
-]
-lines = []
-hdr = "| metric | " + " | ".join(brokers) + " | midge / best peer |"
-lines.append(hdr)
-lines.append("|" + "---|" * (len(brokers) + 2))
-for label, case, key, higher, fmt in metrics:
-    meds = {b: med(case, key, b) for b in brokers}
-    if all(v is None for v in meds.values()):
-        continue
-    cells = [fmt.format(meds[b]) if meds[b] is not None else "—" for b in brokers]
-    pv = [meds[p] for p in peers if meds[p] is not None]
-    ratio = "—"
-    if meds.get("midge") is not None and pv and key != "loss_pct":
-        best = max(pv) if higher else min(pv)
-        if best:
-            ratio = "{:.2f}{}".format(meds["midge"] / best, "" if higher else " (lower is better)")
-    lines.append("| {} | {} | {} |".format(label, " | ".join(cells), ratio))
-# The cost of 100k filters relative to one, per broker.
-rel = []
-for b in brokers:
-    a, c = med("subs100k", "msgs_per_sec", b), med("subs1", "msgs_per_sec", b)
-    rel.append("{:.2f}".format(a / c) if a and c else "—")
-if any(r != "—" for r in rel):
-    lines.append("| 100k subs rate / 1 sub rate | " + " | ".join(rel) + " | |")
-errors = [r for r in rows if "error" in r]
-n = {b: len([r for r in rows if r.get("label") == b and "error" not in r]) for b in brokers}
-table = "\n".join(lines)
-with open(out, "w") as f:
-    f.write("# Midge vs Mosquitto vs rumqttd — $START_DATE\n\n")
-    f.write("Medians of $ROUNDS rounds, $DURATION s of publishing per run, each run on a fresh broker.\n\n")
-    f.write(table + "\n\n")
-    f.write("- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)\n")
-    f.write("- load average before: $LOAD_START; after: $LOAD_END (shared machine: other jobs were running)\n")
-    f.write("- midge: $midge_version, git $midge_rev; mosquitto: $mosq_version; rumqttd: $rumqttd_version\n")
-    f.write("- successful runs per broker: {}\n".format(", ".join(f"{b} {n[b]}" for b in brokers)))
-    for e in errors:
-        f.write("- failed: {} on {} (round {}): {}\n".format(e.get("case"), e.get("label"), e.get("round"), e.get("error")))
-    f.write("- command: bench/compare.sh --rounds $ROUNDS --duration $DURATION\n")
-    f.write("- raw results: {}\n".format(out.rsplit("/", 1)[-1].replace(".md", ".jsonl")))
-print(open(out).read())
-EOF
-say "wrote $OUT"
+report "${OUT%.md}.jsonl" "$OUT"
+say "wrote $OUT and ${OUT%.md}.jsonl"
