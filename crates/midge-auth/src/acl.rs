@@ -95,7 +95,7 @@
 //! assert!(!acl.check_subscribe("c1", Some("bob"), "alice/#"));
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -375,8 +375,6 @@ pub struct AclFile {
     users: HashMap<String, RuleList>,
     /// `pattern` lines, wherever they are.
     patterns: RuleList,
-    /// The most levels of any rule, unsubstituted.
-    max_levels: usize,
 }
 
 /// Mosquitto trims with C `isspace`.
@@ -502,7 +500,6 @@ impl AclFile {
                         })
                     })?;
                     let rule = compile(topic, kind == "pattern", read, write);
-                    acl.max_levels = acl.max_levels.max(rule.levels.len());
                     if kind == "pattern" {
                         acl.patterns.push(rule);
                     } else {
@@ -659,26 +656,37 @@ impl AclFile {
         if grants.is_empty() {
             return false;
         }
+        // Only the client's own list and (if usable) the patterns can decide.
+        let relevant = || {
+            own.into_iter()
+                .flat_map(RuleList::rules)
+                .chain(self.patterns.rules().filter(move |_| patterns_usable))
+        };
         // Longest rule once substituted (a value with '/' adds levels).
         let slashes = client
             .id
             .matches('/')
             .count()
             .max(username.map_or(0, |u| u.matches('/').count()));
-        let longest = self
-            .all_rules()
+        let longest = relevant()
             .map(|r| r.levels.len() + r.placeholders * slashes)
             .max()
-            .unwrap_or(0)
-            .max(self.max_levels);
+            .unwrap_or(0);
         let max_len = longest.max(filter.split('/').count()) + 2;
-        let fresh = "~".repeat(
-            filter.len()
-                + client.id.len()
-                + username.map_or(0, str::len)
-                + self.all_rules().map(|r| r.text.len()).max().unwrap_or(0)
-                + 1,
-        );
+        // A level no rule and not the filter mentions, even substituted.
+        let mut used: HashSet<String> = filter.split('/').map(str::to_owned).collect();
+        for rule in relevant() {
+            let text = if rule.placeholders > 0 {
+                rule.substituted(&client)
+            } else {
+                rule.text.to_string()
+            };
+            used.extend(text.split('/').map(str::to_owned));
+        }
+        let fresh = (0..)
+            .map(|n| format!("~{n}"))
+            .find(|f| !used.contains(f))
+            .unwrap_or_default();
         for grant in &grants {
             let Some(levels) = intersect(filter, grant) else {
                 continue;
@@ -693,13 +701,6 @@ impl AclFile {
             }
         }
         false
-    }
-
-    fn all_rules(&self) -> impl Iterator<Item = &Rule> {
-        self.anonymous
-            .rules()
-            .chain(self.users.values().flat_map(RuleList::rules))
-            .chain(self.patterns.rules())
     }
 }
 

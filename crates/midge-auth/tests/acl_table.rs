@@ -330,3 +330,17 @@ fn load_reports_io_and_utf8_errors() {
     assert!(matches!(AclFile::load(&missing), Err(AclError::Io { .. })));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client sends the filter: a long one must not cost much more than its
+/// length (witness topics use short fresh levels).
+#[test]
+fn long_filters_stay_cheap() {
+    let acl = AclFile::parse("topic read #\ntopic deny a/+/b\npattern read %c/#\n").unwrap();
+    let start = std::time::Instant::now();
+    let filter = vec!["+"; 30000].join("/");
+    assert!(acl.check_subscribe("c", None, &filter));
+    let filter = format!("{}/#", "x".repeat(60000));
+    assert!(acl.check_subscribe("c", None, &filter));
+    assert!(acl.check_subscribe("c", Some("u"), "c/#"));
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+}
