@@ -1,4 +1,5 @@
-//! The connection: a transport (TCP or Unix socket), CONNECT/CONNACK, and a
+//! The connection: a transport (TCP or Unix socket, with TLS over either:
+//! see [`crate::tls`]), CONNECT/CONNACK, and a
 //! `poll` loop that answers acknowledgements, keeps the connection alive
 //! with PINGREQ and hands events to the caller.
 //!
@@ -29,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::session::{AckOutcome, Session};
+use crate::tls::TlsOptions;
 
 /// Where the broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,8 @@ pub struct Options {
     pub nodelay: bool,
     /// Local address to bind the TCP socket to (`-A`).
     pub bind_address: Option<String>,
+    /// TLS over the transport, when set.
+    pub tls: Option<TlsOptions>,
 }
 
 /// Errors, grouped by who is at fault.
@@ -60,7 +64,27 @@ pub struct Options {
 pub enum Error {
     /// The socket could not be opened or failed; the text is the system's.
     #[error("{}", io_text(.0))]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// A TLS file (CA, certificate, key) could not be used; the text is
+    /// libmosquitto's log line for it.
+    #[error("A TLS error occurred.")]
+    TlsSetup(String),
+    /// The client key is encrypted: we do not ask for its password.
+    #[error("A TLS error occurred.")]
+    TlsKeyPassword(PathBuf),
+    /// We refused the handshake: the server's certificate or name did not
+    /// verify (the text says why, for `-d`).
+    #[error("A TLS error occurred.")]
+    TlsVerify(String),
+    /// The server refused or cut the handshake: an alert (no common
+    /// version, our certificate refused), or no TLS there.
+    #[error("A TLS error occurred.")]
+    TlsHandshake(String),
+    /// The server ended an established TLS session with an alert (e.g. it
+    /// requires a client certificate) or sent garbled records; libmosquitto
+    /// reports EPROTO, "Protocol error".
+    #[error("Protocol error")]
+    TlsAlert(String),
     /// The host name could not be resolved.
     #[error("{0}")]
     Lookup(String),
@@ -78,6 +102,21 @@ pub enum Error {
     Encode(#[from] EncodeError),
 }
 
+impl From<std::io::Error> for Error {
+    /// TLS failures travel as I/O errors: they are told apart here, and a
+    /// TLS session closed without close_notify is a lost connection, as a
+    /// TCP end of stream is.
+    fn from(e: std::io::Error) -> Self {
+        if let Some(t) = crate::tls::rustls_error(&e) {
+            return Error::TlsAlert(t.to_string());
+        }
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            return Error::ConnectionLost { reason: None };
+        }
+        Error::Io(e)
+    }
+}
+
 impl From<DecodeError> for Error {
     fn from(e: DecodeError) -> Self {
         Error::Protocol(e.to_string())
@@ -86,7 +125,7 @@ impl From<DecodeError> for Error {
 
 /// The system's text for an I/O error, without Rust's " (os error N)" tail,
 /// so messages read like mosquitto's `strerror` ones.
-fn io_text(e: &std::io::Error) -> String {
+pub(crate) fn io_text(e: &std::io::Error) -> String {
     let s = e.to_string();
     match s.find(" (os error ") {
         Some(i) => s[..i].to_string(),
@@ -145,6 +184,20 @@ pub struct Client {
 const MAX_PACKET: usize = 268_435_455 + 5;
 
 async fn open(opts: &Options) -> Result<Pin<Box<dyn Stream>>, Error> {
+    let raw = open_raw(opts).await?;
+    let Some(tls) = &opts.tls else {
+        return Ok(raw);
+    };
+    // No name to check on a Unix socket (libmosquitto skips it for port 0).
+    let (host, check_name) = match &opts.transport {
+        Transport::Tcp { host, .. } => (host.clone(), true),
+        Transport::Unix(path) => (path.to_string_lossy().into_owned(), false),
+    };
+    let stream = crate::tls::handshake(tls, &host, check_name, raw, opts.debug).await?;
+    Ok(Box::pin(stream))
+}
+
+async fn open_raw(opts: &Options) -> Result<Pin<Box<dyn Stream>>, Error> {
     let nodelay = opts.nodelay;
     match &opts.transport {
         Transport::Tcp { host, port } => {

@@ -3,18 +3,21 @@
 //!
 //! - [`session`]: the QoS flows, sans-IO (message ids, in-flight window,
 //!   incoming QoS 2 held until PUBREL), unit-tested without sockets;
-//! - [`client`]: the connection over TCP or a Unix socket: CONNECT with every
+//! - [`client`]: the connection over TCP or a Unix socket, with or without
+//!   TLS ([`tls`], rustls with libmosquitto's checks): CONNECT with every
 //!   option of 3.1, 3.1.1 and 5.0, publish, subscribe, unsubscribe,
 //!   keep-alive pings, a cancel-safe receive loop and a clean disconnect;
 //! - [`tools`]: what the three programs share, written to behave like
 //!   Mosquitto 2.0's clients: the same flags, output, messages and exit codes.
 //!
 //! It is not a general-purpose client: no reconnection state is kept across
-//! connections, and TLS is not supported yet.
+//! connections. TLS-PSK and SOCKS proxies are not supported.
 
 pub mod client;
 pub mod session;
+pub mod tls;
 pub mod tools;
 
 pub use client::{Client, Error, Event, Options, Received, Transport};
 pub use session::Session;
+pub use tls::TlsOptions;

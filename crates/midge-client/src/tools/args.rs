@@ -85,6 +85,22 @@ pub struct Config {
     /// Out of 10000 (`--random-filter` percent times 100).
     pub random_filter: u32,
     pub props: PropertySet,
+    /// `--cafile`
+    pub cafile: Option<PathBuf>,
+    /// `--capath`
+    pub capath: Option<PathBuf>,
+    /// `--cert`
+    pub certfile: Option<PathBuf>,
+    /// `--key`
+    pub keyfile: Option<PathBuf>,
+    /// `--insecure`
+    pub insecure: bool,
+    /// `--tls-version`, checked when connecting (as mosquitto does).
+    pub tls_version: Option<String>,
+    /// `--tls-alpn`
+    pub tls_alpn: Option<Vec<u8>>,
+    /// `--tls-use-os-certs`, or an `mqtts://` URL.
+    pub tls_use_os_certs: bool,
 }
 
 impl Config {
@@ -137,6 +153,14 @@ impl Config {
             max_inflight: 20,
             random_filter: 10000,
             props: PropertySet::default(),
+            cafile: None,
+            capath: None,
+            certfile: None,
+            keyfile: None,
+            insecure: false,
+            tls_version: None,
+            tls_alpn: None,
+            tls_use_os_certs: false,
         }
     }
 
@@ -267,23 +291,16 @@ fn add_topic(cfg: &mut Config, topic: &[u8], flag: &str) -> Result<(), ArgError>
     Ok(())
 }
 
-/// The TLS flags (and what they take), refused until TLS is supported.
-const TLS_FLAGS: &[(&str, bool)] = &[
-    ("--cafile", true),
-    ("--capath", true),
-    ("--cert", true),
-    ("--key", true),
-    ("--keyform", true),
-    ("--ciphers", true),
-    ("--tls-version", true),
-    ("--tls-alpn", true),
-    ("--tls-engine", true),
-    ("--tls-engine-kpass-sha1", true),
-    ("--psk", true),
-    ("--psk-identity", true),
-    ("--insecure", false),
-    ("--tls-use-os-certs", false),
-    ("--proxy", true),
+/// mosquitto's flags that need OpenSSL or SOCKS, which Midge's tools do
+/// not have: refused with what each is, rather than "Unknown option".
+const UNSUPPORTED_FLAGS: &[(&str, &str)] = &[
+    ("--keyform", "OpenSSL engine keys"),
+    ("--ciphers", "OpenSSL cipher lists"),
+    ("--tls-engine", "OpenSSL engines"),
+    ("--tls-engine-kpass-sha1", "OpenSSL engines"),
+    ("--psk", "TLS-PSK"),
+    ("--psk-identity", "TLS-PSK"),
+    ("--proxy", "SOCKS proxy"),
 ];
 
 /// Parses the words of one command line (without the program name) or one
@@ -308,6 +325,38 @@ pub fn parse_words(cfg: &mut Config, args: &[Vec<u8>]) -> Result<(), ArgError> {
             };
         }
         match a.as_str() {
+            "--cafile" => {
+                need!("file");
+                cfg.cafile = Some(PathBuf::from(os_string(&next)));
+                i += 1;
+            }
+            "--capath" => {
+                need!("directory");
+                cfg.capath = Some(PathBuf::from(os_string(&next)));
+                i += 1;
+            }
+            "--cert" => {
+                need!("file");
+                cfg.certfile = Some(PathBuf::from(os_string(&next)));
+                i += 1;
+            }
+            "--key" => {
+                need!("file");
+                cfg.keyfile = Some(PathBuf::from(os_string(&next)));
+                i += 1;
+            }
+            "--insecure" => cfg.insecure = true,
+            "--tls-use-os-certs" => cfg.tls_use_os_certs = true,
+            "--tls-version" => {
+                need!("version");
+                cfg.tls_version = Some(String::from_utf8_lossy(&next).into_owned());
+                i += 1;
+            }
+            "--tls-alpn" => {
+                need!("protocol");
+                cfg.tls_alpn = Some(next.clone());
+                i += 1;
+            }
             "-A" => {
                 need!("address");
                 cfg.bind_address = Some(String::from_utf8_lossy(&next).into_owned());
@@ -674,10 +723,10 @@ pub fn parse_words(cfg: &mut Config, args: &[Vec<u8>]) -> Result<(), ArgError> {
                 i += 1;
             }
             other => {
-                if let Some((_, _)) = TLS_FLAGS.iter().find(|(f, _)| *f == other) {
+                if let Some((_, what)) = UNSUPPORTED_FLAGS.iter().find(|(f, _)| *f == other) {
                     return Err(ArgError::Invalid {
                         message: format!(
-                            "Error: TLS is not supported by {} yet ('{other}').\n",
+                            "Error: {other} is not supported by {} ({what}).\n",
                             tool.name()
                         ),
                         usage_hint: false,
@@ -759,6 +808,11 @@ fn parse_url(cfg: &mut Config, url: &[u8]) -> Result<(), ArgError> {
     let rest = if lower.starts_with("mqtt://") {
         cfg.port = Some(1883);
         &s[7..]
+    } else if lower.starts_with("mqtts://") {
+        // TLS trusting the system's CAs (and --cafile/--capath if given).
+        cfg.port = Some(8883);
+        cfg.tls_use_os_certs = true;
+        &s[8..]
     } else {
         return err("Error: unsupported URL scheme.\n\n");
     };
@@ -853,6 +907,9 @@ fn finish(cfg: &mut Config) -> Result<(), ArgError> {
     }
     if cfg.will_retain && cfg.will_topic.is_none() {
         return err("Error: Will retain given, but no will topic given.\n");
+    }
+    if cfg.certfile.is_some() != cfg.keyfile.is_some() {
+        return err("Error: Both certfile and keyfile must be provided if one of them is set.\n");
     }
     if cfg.protocol == ProtocolVersion::V5 {
         if !cfg.clean_session && cfg.session_expiry_interval == -1 {
@@ -994,6 +1051,22 @@ mod tests {
         assert_eq!(c.msg_count, 1);
         assert_eq!(c.response_topic.as_deref(), Some("resp"));
 
+        let c = ok(Tool::Sub, &["-L", "mqtts://u:p@h:1234/a/b", "--insecure"]);
+        assert_eq!((c.host.as_deref(), c.port), (Some("h"), Some(1234)));
+        assert!(c.tls_use_os_certs && c.insecure);
+        assert_eq!(c.topics, ["a/b"]);
+        let c = ok(Tool::Pub, &["-L", "MQTTS://h/t", "-m", "x"]);
+        assert_eq!(c.port, Some(8883));
+        let c = ok(
+            Tool::Pub,
+            &[
+                "-t", "a", "-m", "b", "--cafile", "ca.pem", "--cert", "c.pem", "--key", "c.key",
+            ],
+        );
+        assert_eq!(c.cafile, Some(PathBuf::from("ca.pem")));
+        assert_eq!(c.keyfile, Some(PathBuf::from("c.key")));
+        assert_eq!(c.port, None);
+
         // atoi: "1x" is 1, as in C.
         assert_eq!(ok(Tool::Sub, &["-t", "a", "-C", "1x"]).msg_count, 1);
     }
@@ -1024,10 +1097,15 @@ mod tests {
             (Tool::Pub, &["-t", "a", "-n", "--will-payload", "x"], "Error: Will payload given, but no will topic given.\n"),
             (Tool::Pub, &["-t", "a", "-n", "-x", "abc"], "Error: session-expiry-interval not a number.\n\n"),
             (Tool::Pub, &["-L", "http://x/y"], "Error: unsupported URL scheme.\n\n"),
-            (Tool::Pub, &["-L", "mqtts://x/y"], "Error: unsupported URL scheme.\n\n"),
+            (Tool::Pub, &["-L", "mqttx://x/y"], "Error: unsupported URL scheme.\n\n"),
             (Tool::Pub, &["-L", "mqtt://x"], "Error: Invalid URL for -L argument specified - topic missing.\n"),
             (Tool::Pub, &["-i", "a", "-I", "b"], "Error: -i and -I argument cannot be used together.\n\n"),
-            (Tool::Sub, &["-t", "a", "--cafile", "x"], "Error: TLS is not supported by midge_sub yet ('--cafile').\n"),
+            (Tool::Sub, &["-t", "a", "--psk", "x"], "Error: --psk is not supported by midge_sub (TLS-PSK).\n"),
+            (Tool::Sub, &["-t", "a", "--cafile"], "Error: --cafile argument given but no file specified.\n\n"),
+            (Tool::Sub, &["-t", "a", "--capath"], "Error: --capath argument given but no directory specified.\n\n"),
+            (Tool::Sub, &["-t", "a", "--tls-version"], "Error: --tls-version argument given but no version specified.\n\n"),
+            (Tool::Pub, &["-t", "a", "-m", "b", "--cert", "c.pem"], "Error: Both certfile and keyfile must be provided if one of them is set.\n"),
+            (Tool::Pub, &["-t", "a", "-m", "b", "--key", "c.key"], "Error: Both certfile and keyfile must be provided if one of them is set.\n"),
             (Tool::Sub, &["--help"], "HELP"),
         ];
         for (tool, line, want) in cases {

@@ -25,6 +25,7 @@ use bytestring::ByteString;
 use midge_codec::{Connect, LastWill, ProtocolVersion};
 
 use crate::client::{Error, Options, Transport};
+use crate::tls::TlsOptions;
 use args::{ArgError, Config};
 
 /// Which program is running.
@@ -282,12 +283,18 @@ pub(crate) fn connect_options(cfg: &Config) -> Result<Options, String> {
     {
         properties.receive_maximum = Some(cfg.msg_count as u16);
     }
+    let tls = tls_options(cfg)?;
     let host = cfg.host.clone().unwrap_or_else(|| "localhost".into());
     let transport = match cfg.port {
         Some(0) => Transport::Unix(host.into()),
         p => Transport::Tcp {
             host,
-            port: p.unwrap_or(1883),
+            // libmosquitto's client_connect: 8883 when a CA is given.
+            port: p.unwrap_or(if cfg.cafile.is_some() || cfg.capath.is_some() {
+                8883
+            } else {
+                1883
+            }),
         },
     };
     Ok(Options {
@@ -306,7 +313,59 @@ pub(crate) fn connect_options(cfg: &Config) -> Result<Options, String> {
         max_inflight: cfg.max_inflight as usize,
         nodelay: cfg.nodelay,
         bind_address: cfg.bind_address.clone(),
+        tls,
     })
+}
+
+/// The TLS a configuration asks for, with mosquitto 2.0's rules
+/// (client_tls_opts_set): `--cafile`/`--capath` turn TLS on and are the
+/// only way to send a client certificate; otherwise `--tls-use-os-certs`,
+/// an `mqtts://` URL or `-p 8883` turn it on trusting the system's CAs.
+/// Missing files and a bad `--tls-version` are refused before connecting,
+/// in that order, with mosquitto's lines.
+fn tls_options(cfg: &Config) -> Result<Option<TlsOptions>, String> {
+    let with_ca = cfg.cafile.is_some() || cfg.capath.is_some();
+    if with_ca {
+        // mosquitto_tls_set opens the files (not the directory) first.
+        let files = [
+            ("--cafile", &cfg.cafile),
+            ("--cert", &cfg.certfile),
+            ("--key", &cfg.keyfile),
+        ];
+        for (flag, path) in files {
+            if let Some(p) = path {
+                if std::fs::File::open(p).is_err() {
+                    // mosquitto says which file no more than "File not
+                    // found."; the flag and path are added.
+                    return Err(format!(
+                        "Error: Problem setting TLS options: File not found ({flag} \"{}\").\n",
+                        p.display()
+                    ));
+                }
+            }
+        }
+    }
+    let tls13_only = match cfg.tls_version.as_deref() {
+        None | Some("tlsv1.2") | Some("tlsv1.1") => false,
+        Some("tlsv1.3") => true,
+        Some(_) => {
+            return Err("Error: Problem setting TLS options, check the options are valid.\n".into())
+        }
+    };
+    let use_os_certs = cfg.tls_use_os_certs || (!with_ca && cfg.port == Some(8883));
+    if !with_ca && !use_os_certs {
+        return Ok(None);
+    }
+    Ok(Some(TlsOptions {
+        cafile: cfg.cafile.clone(),
+        capath: cfg.capath.clone(),
+        use_os_certs,
+        certfile: cfg.certfile.clone().filter(|_| with_ca),
+        keyfile: cfg.keyfile.clone().filter(|_| with_ca),
+        insecure: cfg.insecure,
+        tls13_only,
+        alpn: cfg.tls_alpn.clone(),
+    }))
 }
 
 /// The message to print for a connection that could not be made, and the
@@ -317,6 +376,22 @@ pub(crate) fn connect_failure(e: &Error) -> (String, i32) {
             (connection_error_line(*code, *version), i32::from(*code))
         }
         Error::Lookup(_) => ("Unable to connect (Lookup error.).\n".into(), 1),
+        // Failures while opening the TLS session: what mosquitto prints
+        // when its connect call fails (certificate, name, files).
+        Error::TlsSetup(_) | Error::TlsVerify(_) => {
+            ("Unable to connect (A TLS error occurred.).\n".into(), 1)
+        }
+        Error::TlsKeyPassword(path) => (
+            format!(
+                "Error: Unable to load client key file \"{}\": it is protected by a password, \
+                 which is not supported; decrypt it (openssl pkey -in KEY -out KEY.plain).\n\
+                 Unable to connect (A TLS error occurred.).\n",
+                path.display()
+            ),
+            1,
+        ),
+        // The server cut the handshake: mosquitto's MOSQ_ERR_TLS.
+        Error::TlsHandshake(_) => ("Error: A TLS error occurred.\n".into(), 8),
         Error::Io(_) => (format!("Error: {e}\n"), 1),
         other => (format!("Error: {other}\n"), 1),
     }

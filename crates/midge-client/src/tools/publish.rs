@@ -14,12 +14,17 @@ use super::{
 use crate::client::{Client, Error, Event};
 
 /// Exit code and text for an error after connecting (libmosquitto's codes:
-/// 2 protocol, 7 connection lost, 14 system error).
+/// 2 protocol, 7 connection lost, 8 TLS, 14 system error; a TLS alert is
+/// EPROTO, which mosquitto's tools leave with 1).
 pub(crate) fn runtime_failure(cfg: &Config, e: &Error) -> i32 {
     err_print(cfg, &format!("Error: {e}\n"));
     match e {
         Error::ConnectionLost { .. } => 7,
         Error::Protocol(_) => 2,
+        Error::TlsSetup(_)
+        | Error::TlsVerify(_)
+        | Error::TlsHandshake(_)
+        | Error::TlsKeyPassword(_) => 8,
         Error::Io(_) => 14,
         _ => 1,
     }
