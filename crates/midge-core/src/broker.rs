@@ -505,7 +505,7 @@ impl Broker {
                             _ => None,
                         });
                     if let Some((will, _)) = due_will {
-                        self.publish_will(will, now);
+                        self.publish_will(*will, now);
                     }
                 }
             }
@@ -629,7 +629,7 @@ impl Broker {
             }
         }
         if s.stored && expiry != 0 {
-            let will = s.pending_will.as_ref().map(|(w, _)| w.clone());
+            let will = s.pending_will.as_ref().map(|(w, _)| (**w).clone());
             self.store_ops
                 .push(crate::persist::StoreOp::SessionOffline {
                     client_id: s.client_id.clone(),
@@ -651,7 +651,7 @@ impl Broker {
             }
         }
         if let Some(will) = will_now {
-            self.publish_will(will, now);
+            self.publish_will(*will, now);
         }
     }
 
@@ -680,7 +680,7 @@ impl Broker {
             self.clients.remove(&s.client_id);
         }
         if let Some((will, _)) = s.pending_will {
-            self.publish_will(will, now);
+            self.publish_will(*will, now);
         }
     }
 

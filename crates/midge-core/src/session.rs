@@ -119,9 +119,10 @@ pub struct Session {
     pub queued_bytes: u64,
     /// QoS 2 packet ids received and delivered, awaiting PUBREL ([MQTT-4.3.3-10]).
     pub incoming_qos2: HashSet<u16>,
-    pub will: Option<LastWill>,
+    /// Boxed: a will (with its properties) is large and most sessions have none.
+    pub will: Option<Box<LastWill>>,
     /// A will waiting for its Will Delay Interval (5.0) to pass.
-    pub pending_will: Option<(LastWill, Instant)>,
+    pub pending_will: Option<(Box<LastWill>, Instant)>,
     pub link: LinkState,
     /// Messages dropped because the queue was full (Mosquitto's counter).
     pub dropped: u64,

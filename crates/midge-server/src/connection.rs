@@ -15,8 +15,11 @@ use crate::server::Counters;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Read buffer taken when data flows; see [`read_loop`].
+/// Read buffer taken while data flows; see [`read_loop`].
 const READ_CHUNK: usize = 8 * 1024;
+/// First read of a quiet connection: enough for a CONNECT, a PINGREQ or a
+/// small PUBLISH, without holding kilobytes for every idle client.
+const QUIET_READ: usize = 256;
 /// Largest batch the writer builds before writing.
 const WRITE_BATCH: usize = 64 * 1024;
 /// Bytes handed to a connection's writer and not yet written beyond which
@@ -24,6 +27,16 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// all) cannot make the broker buffer without bound. QoS 1/2 are bounded by
 /// the in-flight window and queue limits instead.
 pub const SLOW_READER_LIMIT: usize = 8 * 1024 * 1024;
+
+/// A writer backlog above this makes the router stop taking new messages
+/// until it drains: publishers then wait on TCP instead of the broker
+/// buffering what subscribers cannot take yet (flow control, not loss).
+pub const CONGESTED: usize = 256 * 1024;
+
+/// A connection congested longer than this is a slow reader: the router
+/// stops waiting for it (its QoS 0 messages are dropped past
+/// [`SLOW_READER_LIMIT`]) so one client cannot stall everyone.
+pub const SLOW_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What a transmit costs in the writer's backlog: close to its encoded size,
 /// computed the same way on both sides of the channel.
@@ -35,6 +48,86 @@ pub fn transmit_weight(t: &Transmit) -> usize {
             _ => 16,
         })
         .sum()
+}
+
+/// The queue from the router to one connection's writer. Lighter than a
+/// channel (which allocates a block of slots up front): an idle connection's
+/// queue holds no allocation at all.
+#[derive(Default)]
+pub struct Outbox {
+    state: std::sync::Mutex<OutboxState>,
+    notify: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    items: std::collections::VecDeque<Transmit>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outbox")
+    }
+}
+
+impl Outbox {
+    /// Queues a transmit; false when the writer is gone.
+    pub fn send(&self, t: Transmit) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        if s.closed {
+            return false;
+        }
+        s.items.push_back(t);
+        drop(s);
+        self.notify.notify_one();
+        true
+    }
+
+    /// No more transmits will come: the writer stops once the queue is empty.
+    pub fn close(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.closed = true;
+        }
+        self.notify.notify_one();
+    }
+
+    fn try_recv(&self) -> Option<Transmit> {
+        let mut s = self.state.lock().ok()?;
+        let t = s.items.pop_front();
+        if s.items.is_empty() && s.items.capacity() > 0 {
+            s.items = Default::default();
+        }
+        t
+    }
+
+    fn is_empty(&self) -> bool {
+        self.state
+            .lock()
+            .map(|s| s.items.is_empty())
+            .unwrap_or(true)
+    }
+
+    async fn recv(&self) -> Option<Transmit> {
+        loop {
+            {
+                let mut s = self.state.lock().ok()?;
+                if let Some(t) = s.items.pop_front() {
+                    if s.items.is_empty() && s.items.capacity() > 0 {
+                        s.items = Default::default();
+                    }
+                    return Some(t);
+                }
+                if s.closed {
+                    return None;
+                }
+            }
+            // A permit is kept if send() came in between: nothing is missed.
+            self.notify.notified().await;
+        }
+    }
 }
 
 /// How long a connection that sent garbage is given to receive our answer.
@@ -52,13 +145,13 @@ pub async fn run_connection<S>(
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::unbounded_channel();
+    let outbox = Arc::new(Outbox::default());
     let backlog = Arc::new(AtomicUsize::new(0));
     let (closed_tx, closed_rx) = oneshot::channel();
     if router
         .send(RouterMsg::Open {
             conn,
-            writer: tx,
+            writer: outbox.clone(),
             peer,
             identity,
             backlog: backlog.clone(),
@@ -68,7 +161,7 @@ pub async fn run_connection<S>(
     {
         return;
     }
-    let writer = tokio::spawn(write_loop(counters.clone(), backlog, wr, rx, closed_tx));
+    let writer = tokio::spawn(write_loop(counters.clone(), backlog, wr, outbox, closed_tx));
     read_loop(rd, conn, &router, max_packet_size, closed_rx, &counters).await;
     // The writer ends when the router drops its sender (after Lost) or
     // after a closing batch.
@@ -85,10 +178,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     let mut buf = BytesMut::new();
     let mut version: Option<ProtocolVersion> = None;
+    // Whether the last read filled what it was given: data is flowing.
+    let mut flowing = false;
     loop {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
+        let want = if flowing { READ_CHUNK } else { QUIET_READ };
+        if buf.capacity() - buf.len() < want / 4 {
+            buf.reserve(want);
         }
+        let room = buf.capacity() - buf.len();
         let n = tokio::select! {
             r = rd.read_buf(&mut buf) => r,
             by_broker = &mut closed => {
@@ -106,6 +203,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 return;
             }
             Ok(n) => {
+                flowing = n >= room / 2;
                 counters
                     .bytes_received
                     .fetch_add(n as u64, Ordering::Relaxed);
@@ -153,8 +251,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
             let _ = router.send(RouterMsg::Lost { conn }).await;
             return;
         }
-        // An idle connection keeps no read buffer.
-        if buf.is_empty() && buf.capacity() > READ_CHUNK * 4 {
+        // A connection going quiet gives its read buffer back: idle
+        // clients cost no buffer memory.
+        if buf.is_empty() && !flowing {
             buf = BytesMut::new();
         }
     }
@@ -164,7 +263,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     counters: Arc<Counters>,
     backlog: Arc<AtomicUsize>,
     mut wr: W,
-    mut rx: mpsc::UnboundedReceiver<Transmit>,
+    rx: Arc<Outbox>,
     closed: oneshot::Sender<bool>,
 ) {
     let mut out = BytesMut::new();
@@ -174,11 +273,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let mut close = encode(&t, &mut out);
         while !close && out.len() < WRITE_BATCH {
             match rx.try_recv() {
-                Ok(t) => {
+                Some(t) => {
                     weight += transmit_weight(&t);
                     close = encode(&t, &mut out);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
@@ -188,11 +287,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             .bytes_sent
             .fetch_add(out.len() as u64, Ordering::Relaxed);
         // Saturating: the router adds before the writer subtracts.
-        let _ = backlog.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-            Some(b.saturating_sub(weight))
-        });
+        let before = backlog
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(weight))
+            })
+            .unwrap_or(0);
+        if before > CONGESTED && before.saturating_sub(weight) <= CONGESTED {
+            counters.drained.notify_one();
+        }
         out.clear();
-        if out.capacity() > WRITE_BATCH * 2 {
+        if out.capacity() > WRITE_BATCH * 2 || rx.is_empty() {
+            // Nothing more to write now: do not hold the buffer while idle.
             out = BytesMut::new();
         }
         if close {

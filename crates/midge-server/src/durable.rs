@@ -14,7 +14,6 @@ use midge_core::{RestoredState, StoreOp, Transmit};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 use crate::log::{LogType, Logger};
 
@@ -33,7 +32,7 @@ pub struct Durability {
     pub restored: RestoredState,
 }
 
-pub(crate) type Outgoing = (mpsc::UnboundedSender<Transmit>, Transmit);
+pub(crate) type Outgoing = (Arc<crate::connection::Outbox>, Transmit);
 
 enum Job {
     Batch {

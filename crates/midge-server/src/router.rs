@@ -6,13 +6,13 @@
 
 use midge_codec::Packet;
 use midge_codec::{ProtocolVersion, ReasonCode};
-use midge_core::{Broker, BrokerEvent, ConnId, DisconnectReason, Transmit};
+use midge_core::{Broker, BrokerEvent, ConnId, DisconnectReason};
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-use crate::connection::{transmit_weight, SLOW_READER_LIMIT};
+use crate::connection::{transmit_weight, CONGESTED, SLOW_AFTER, SLOW_READER_LIMIT};
 use crate::durable::{Durability, StoreThread};
 use crate::log::{LogType, Logger};
 use crate::server::{Control, Counters, ServerOptions};
@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub enum RouterMsg {
     Open {
         conn: ConnId,
-        writer: mpsc::UnboundedSender<Transmit>,
+        writer: Arc<crate::connection::Outbox>,
         peer: String,
         /// The user name a TLS client certificate proved, if the listener
         /// takes it from there.
@@ -56,7 +56,7 @@ pub enum RouterMsg {
 }
 
 struct Peer {
-    writer: mpsc::UnboundedSender<Transmit>,
+    writer: Arc<crate::connection::Outbox>,
     address: String,
     /// Bytes given to the writer and not yet written.
     backlog: Arc<AtomicUsize>,
@@ -86,9 +86,11 @@ pub async fn run_router(
     let mut peers: HashMap<ConnId, Peer> = HashMap::new();
     let (topic_tx, mut topic_rx) = mpsc::unbounded_channel();
     log.set_topic_sink(topic_tx);
-    let mut sys = SysTopics::new(options.sys_interval, counters);
+    let mut sys = SysTopics::new(options.sys_interval, counters.clone());
+    let mut congested: HashMap<ConnId, Instant> = HashMap::new();
     tokio::pin!(shutdown);
     loop {
+        wait_for_writers(&mut congested, &peers, &counters).await;
         let deadline = broker.poll_timeout();
         let sleep = async {
             match deadline {
@@ -147,11 +149,20 @@ pub async fn run_router(
             },
             _ = &mut shutdown => {
                 broker.shutdown(Instant::now());
-                flush(&mut broker, &mut peers, &log, store.as_ref());
+                flush(&mut broker, &mut peers, &mut congested, &log, store.as_ref());
                 break;
             }
         }
-        flush(&mut broker, &mut peers, &log, store.as_ref());
+        flush(
+            &mut broker,
+            &mut peers,
+            &mut congested,
+            &log,
+            store.as_ref(),
+        );
+    }
+    for p in peers.values() {
+        p.writer.close();
     }
     if let Some(s) = store {
         // Blocking join of the store thread: the runtime is winding down.
@@ -195,7 +206,9 @@ fn handle(
         }
         RouterMsg::Lost { conn } => {
             broker.connection_lost(conn, now);
-            peers.remove(&conn);
+            if let Some(p) = peers.remove(&conn) {
+                p.writer.close();
+            }
         }
         RouterMsg::ProtocolError {
             conn,
@@ -228,9 +241,42 @@ fn handle(
     }
 }
 
+/// Flow control: while a writer is congested, do not take new messages.
+/// A writer congested for longer than [`SLOW_AFTER`] is a slow reader and
+/// no longer waited for.
+async fn wait_for_writers(
+    congested: &mut HashMap<ConnId, Instant>,
+    peers: &HashMap<ConnId, Peer>,
+    counters: &Counters,
+) {
+    loop {
+        let now = Instant::now();
+        // Entries stay while congested, so a slow reader keeps its first
+        // timestamp and is not waited for again.
+        congested.retain(|id, _| {
+            peers
+                .get(id)
+                .is_some_and(|p| p.backlog.load(Ordering::Relaxed) > CONGESTED)
+        });
+        if congested
+            .values()
+            .all(|since| now.duration_since(*since) >= SLOW_AFTER)
+        {
+            return;
+        }
+        // Bounded: a missed wake-up costs a millisecond, not a stall.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(1),
+            counters.drained.notified(),
+        )
+        .await;
+    }
+}
+
 fn flush(
     broker: &mut Broker,
     peers: &mut HashMap<ConnId, Peer>,
+    congested: &mut HashMap<ConnId, Instant>,
     log: &Logger,
     store: Option<&StoreThread>,
 ) {
@@ -256,7 +302,11 @@ fn flush(
                 }
                 p.dropped += dropped;
             }
-            p.backlog.fetch_add(transmit_weight(&t), Ordering::Relaxed);
+            let weight = transmit_weight(&t);
+            let before = p.backlog.fetch_add(weight, Ordering::Relaxed);
+            if before + weight > CONGESTED {
+                congested.entry(conn).or_insert_with(Instant::now);
+            }
             // A writer that already stopped means the socket is gone; the
             // reader reports that as Lost.
             if through_store.is_some() {
@@ -266,7 +316,9 @@ fn flush(
             }
         }
         if close {
-            peers.remove(&conn);
+            if let Some(p) = peers.remove(&conn) {
+                p.writer.close();
+            }
         }
     }
     if let Some(s) = through_store {

@@ -103,6 +103,9 @@ pub enum Control {
 pub struct Counters {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Signalled by a writer whose backlog falls below
+    /// [`crate::connection::CONGESTED`]: the router may read again.
+    pub drained: tokio::sync::Notify,
 }
 
 /// Largest packet the protocol allows: 268 435 455 bytes of remaining
@@ -111,7 +114,7 @@ const PROTOCOL_MAX_PACKET: usize = 268_435_460;
 
 /// Capacity of the channel from connections to the router: when the router
 /// falls behind, readers wait, and so back-pressure reaches publishers.
-const ROUTER_QUEUE: usize = 4096;
+const ROUTER_QUEUE: usize = 256;
 
 /// How long a TLS client has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -246,67 +249,90 @@ async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watc
             .tls
             .as_ref()
             .and_then(|t| t.read().ok().map(|g| g.clone()));
-        tokio::spawn(async move {
-            let _slot = slot;
-            match (stream, tls) {
-                (Accepted::Tcp(s), Some(tls)) => {
-                    if nodelay {
-                        let _ = s.set_nodelay(true);
-                    }
-                    let handshake =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(s)).await;
-                    let s = match handshake {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            crate::log!(
-                                shared.log,
-                                LogType::NOTICE,
-                                "TLS handshake with {} failed: {}.",
-                                peer,
-                                e
-                            );
-                            return;
-                        }
-                        Err(_) => {
-                            crate::log!(
-                                shared.log,
-                                LogType::NOTICE,
-                                "TLS handshake with {} timed out.",
-                                peer
-                            );
-                            return;
-                        }
-                    };
-                    let identity = match tls.identity {
-                        Identity::Connect => None,
-                        mode => {
-                            let cert = s.get_ref().1.peer_certificates().and_then(|c| c.first());
-                            match cert.and_then(|c| crate::tls::identity_of(c, mode)) {
-                                Some(name) => Some(name),
-                                None => {
-                                    crate::log!(
-                                        shared.log,
-                                        LogType::NOTICE,
-                                        "Client {} has no usable certificate identity, disconnecting.",
-                                        peer
-                                    );
-                                    return;
-                                }
-                            }
-                        }
-                    };
-                    drive(s, websockets, peer, identity, &shared).await
-                }
-                (Accepted::Tcp(s), None) => {
-                    if nodelay {
-                        let _ = s.set_nodelay(true);
-                    }
-                    drive(s, websockets, peer, None, &shared).await
-                }
-                (Accepted::Unix(s), _) => drive(s, websockets, peer, None, &shared).await,
+        // Each kind of stream gets its own boxed task body: an async block
+        // with all of them inline would be as large as the largest (TLS
+        // and WebSocket state is kilobytes), and every idle plain-TCP
+        // connection would pay for it.
+        match (stream, tls) {
+            (Accepted::Tcp(s), Some(tls)) => {
+                tokio::spawn(Box::pin(serve_tls(
+                    s, tls, nodelay, websockets, peer, shared, slot,
+                )));
             }
-        });
+            (Accepted::Tcp(s), None) => {
+                if nodelay {
+                    let _ = s.set_nodelay(true);
+                }
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    drive(s, websockets, peer, None, &shared).await
+                });
+            }
+            (Accepted::Unix(s), _) => {
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    drive(s, websockets, peer, None, &shared).await
+                });
+            }
+        }
     }
+}
+
+async fn serve_tls(
+    s: tokio::net::TcpStream,
+    tls: crate::tls::TlsSettings,
+    nodelay: bool,
+    websockets: bool,
+    peer: String,
+    shared: Arc<AcceptShared>,
+    slot: Slot,
+) {
+    let _slot = slot;
+    if nodelay {
+        let _ = s.set_nodelay(true);
+    }
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(s)).await;
+    let s = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            crate::log!(
+                shared.log,
+                LogType::NOTICE,
+                "TLS handshake with {} failed: {}.",
+                peer,
+                e
+            );
+            return;
+        }
+        Err(_) => {
+            crate::log!(
+                shared.log,
+                LogType::NOTICE,
+                "TLS handshake with {} timed out.",
+                peer
+            );
+            return;
+        }
+    };
+    let identity = match tls.identity {
+        Identity::Connect => None,
+        mode => {
+            let cert = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+            match cert.and_then(|c| crate::tls::identity_of(c, mode)) {
+                Some(name) => Some(name),
+                None => {
+                    crate::log!(
+                        shared.log,
+                        LogType::NOTICE,
+                        "Client {} has no usable certificate identity, disconnecting.",
+                        peer
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    drive(s, websockets, peer, identity, &shared).await
 }
 
 enum Accepted {
@@ -343,9 +369,14 @@ async fn drive<S>(
 {
     let conn = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
     if websockets {
-        match tokio::time::timeout(Duration::from_secs(10), crate::ws::accept(stream)).await {
+        // Boxed: the WebSocket state would otherwise size every connection's task.
+        let handshake = Box::pin(tokio::time::timeout(
+            Duration::from_secs(10),
+            crate::ws::accept(stream),
+        ));
+        match handshake.await {
             Ok(Ok(ws)) => {
-                run_connection(
+                Box::pin(run_connection(
                     ws,
                     conn,
                     peer,
@@ -353,7 +384,7 @@ async fn drive<S>(
                     shared.router.clone(),
                     shared.max_packet,
                     shared.counters.clone(),
-                )
+                ))
                 .await
             }
             Ok(Err(e)) => {

@@ -356,7 +356,7 @@ impl Broker {
         session.protocol = protocol;
         session.expiry_interval = expiry_interval;
         session.expires_at = None;
-        session.will = will;
+        session.will = will.map(Box::new);
         session.username = username.clone();
         // [MQTT-3.1.3-9] a reconnect within the Will Delay Interval cancels the will.
         session.pending_will = None;

@@ -67,7 +67,7 @@ impl Broker {
                 s.expires_at = Some(now + left);
             }
             if let Some((will, left)) = r.pending_will {
-                s.pending_will = Some((will, now + left));
+                s.pending_will = Some((Box::new(will), now + left));
             }
             for (filter, sub) in &r.subscriptions {
                 s.subscriptions.insert(filter.clone(), *sub);
