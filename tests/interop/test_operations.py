@@ -120,16 +120,20 @@ SEED_LOG_TYPES = ["error", "warning", "notice", "information", "subscribe", "uns
 
 
 def seed_conf(tmp_path: Path, port: int) -> dict:
-    """Walkthrough step 5 with every path under tmp_path and without
-    persistence (not supported yet: see test_persistence_true_is_refused)."""
+    """Walkthrough step 5 with every path under tmp_path."""
     confd = tmp_path / "conf.d"
     confd.mkdir()
     (confd / "listener.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    store = tmp_path / "lib"
+    store.mkdir()
     paths = dict(conf=tmp_path / "mosquitto.conf", pid=tmp_path / "mosquitto.pid",
-                 log=tmp_path / "mosquitto.log", confd=confd)
+                 log=tmp_path / "mosquitto.log", confd=confd, store=store)
     paths["conf"].write_text(
         "# Place your local configuration in /etc/mosquitto/conf.d/\n"
         f"pid_file {paths['pid']}\n"
+        "\n"
+        "persistence true\n"
+        f"persistence_location {store}/\n"
         "\n"
         "log_dest syslog\n"
         f"log_dest file {paths['log']}\n"
@@ -201,19 +205,21 @@ def test_seed_configuration_as_daemon(tmp_path, daemons, clients, tools):
     wait_file_line(log, r"terminating")
 
 
-@pytest.mark.parametrize("args", [["--test-config"], []], ids=["test-config", "start"])
-def test_persistence_true_is_refused(tmp_path, args):
+def test_seed_configuration_keeps_its_store(tmp_path):
+    """The seed's persistence lines are accepted and the store is written
+    where persistence_location says."""
     port = brokers.free_port()
     paths = seed_conf(tmp_path, port)
-    text = paths["conf"].read_text()
-    paths["conf"].write_text(text + "persistence true\n"
-                             f"persistence_location {tmp_path}/\n")
-    line = len(text.splitlines()) + 1
-    r = opsupport.run_midge(*args, "-c", str(paths["conf"]), timeout=TIMEOUT)
-    assert r.returncode == EXIT_CONFIG, (r.returncode, r.stdout, r.stderr)
-    assert f"{paths['conf']}:{line}: " in r.stderr, r.stderr
-    assert "persistence" in r.stderr.split(f":{line}: ", 1)[1]
-    assert not paths["pid"].exists()
+    r = opsupport.run_midge("--test-config", "-c", str(paths["conf"]), timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    r = opsupport.run_midge("-c", str(paths["conf"]), "-d", timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    pid = int(wait_until(lambda: paths["pid"].exists() and paths["pid"].read_text(), TIMEOUT, "the pid file"))
+    try:
+        wait_until(lambda: (paths["store"] / "midge.db").exists(), TIMEOUT, "the store file")
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not opsupport.pid_alive(pid), TIMEOUT, "the daemon to exit")
 
 
 # -- log formats ----------------------------------------------------------------------

@@ -63,9 +63,26 @@ pub struct Config {
     pub message_size_limit: u32,
     /// `retain_available`, default true.
     pub retain_available: bool,
-    /// `persistence`, default false. Always false for now: Midge refuses
-    /// `persistence true` until its store lands.
+    /// `persistence`, default false: keep retained messages and persistent
+    /// sessions (their subscriptions, queued and in-flight messages) in a
+    /// journal on disk, so they survive a restart, `kill -9` and power loss.
     pub persistence: bool,
+    /// `persistence_location`, default the current directory: where the
+    /// store lives.
+    pub persistence_location: Option<PathBuf>,
+    /// `persistence_file`, default `midge.db` (Mosquitto's is `mosquitto.db`;
+    /// Midge's format differs, see `midge --import-mosquitto-db`).
+    pub persistence_file: String,
+    /// `autosave_interval`, default 1800 seconds. Mosquitto saves its whole
+    /// state this often and loses everything in between; Midge journals
+    /// every change at once, and uses this only to compact the journal
+    /// (0: only when it grows, at SIGUSR1 and at shutdown).
+    pub autosave_interval: u32,
+    /// `autosave_on_changes`, default false: with it, `autosave_interval`
+    /// counts changes instead of seconds, as in Mosquitto.
+    pub autosave_on_changes: bool,
+    /// `persistence_sync` (Midge only), default `always`.
+    pub persistence_sync: PersistenceSync,
     /// `set_tcp_nodelay`, default false.
     pub set_tcp_nodelay: bool,
     /// Logging: `log_dest`, `log_type`, `log_timestamp`,
@@ -152,6 +169,21 @@ pub struct TlsConfig {
     /// `tls_version`: `tlsv1.2` or `tlsv1.3` (the lowest accepted); None:
     /// both. `tlsv1.1` and older are refused (rustls does not offer them).
     pub tls_version: Option<String>,
+}
+
+/// When the journal is forced to disk (`persistence_sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PersistenceSync {
+    /// `always`: fsync before every acknowledgement; nothing acknowledged is
+    /// ever lost, even on power loss.
+    #[default]
+    Always,
+    /// A number of milliseconds: fsync at most that often; on power loss the
+    /// acknowledgements of the last interval can be lost (not on `kill -9`).
+    IntervalMs(u32),
+    /// `never`: leave it to the operating system; survives `kill -9` but
+    /// not power loss.
+    Never,
 }
 
 /// Where log lines go (`log_dest`).
@@ -292,6 +324,11 @@ impl Config {
             message_size_limit: 0,
             retain_available: true,
             persistence: false,
+            persistence_location: None,
+            persistence_file: "midge.db".to_owned(),
+            autosave_interval: 1800,
+            autosave_on_changes: false,
+            persistence_sync: PersistenceSync::Always,
             set_tcp_nodelay: false,
             log: LogConfig::default(),
             pid_file: None,

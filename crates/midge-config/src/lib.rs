@@ -33,7 +33,7 @@ use std::path::Path;
 
 pub use config::{
     log_types, Config, ListenAddress, ListenerConfig, ListenerProtocol, LogConfig, LogDest,
-    SocketDomain, TlsConfig, DEFAULT_AUTO_ID_PREFIX, DEFAULT_PORT,
+    PersistenceSync, SocketDomain, TlsConfig, DEFAULT_AUTO_ID_PREFIX, DEFAULT_PORT,
 };
 pub use error::ConfigError;
 pub use options::{lookup as lookup_option, MosquittoOption, Support, OPTIONS};

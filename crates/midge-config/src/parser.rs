@@ -28,8 +28,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    log_types, Config, ListenAddress, ListenerConfig, ListenerProtocol, LogDest, SocketDomain,
-    TlsConfig, DEFAULT_AUTO_ID_PREFIX, DEFAULT_PORT,
+    log_types, Config, ListenAddress, ListenerConfig, ListenerProtocol, LogDest, PersistenceSync,
+    SocketDomain, TlsConfig, DEFAULT_AUTO_ID_PREFIX, DEFAULT_PORT,
 };
 use crate::error::ConfigError;
 use crate::options::{self, Support};
@@ -580,14 +580,31 @@ impl Parser {
                 }
                 self.out.per_listener_settings = value;
             }
-            "persistence" | "retained_persistence" => {
-                if l.boolean()? {
-                    return Err(l.not_supported(format!(
-                        "{} true is not supported by midge yet (state is kept in memory only)",
-                        l.name
-                    )));
-                }
-                self.out.persistence = false;
+            "persistence" | "retained_persistence" => self.out.persistence = l.boolean()?,
+            "persistence_location" => {
+                self.out.persistence_location = Some(PathBuf::from(l.rest_value()?));
+            }
+            "persistence_file" => self.out.persistence_file = l.rest_value()?.to_owned(),
+            "autosave_interval" => {
+                let value = l.integer()?;
+                let value = l.check_range(value, 0, i64::from(u32::MAX))?;
+                self.out.autosave_interval = u32::try_from(value).unwrap_or(1800);
+            }
+            "autosave_on_changes" => self.out.autosave_on_changes = l.boolean()?,
+            "persistence_sync" => {
+                let value = l.one()?;
+                self.out.persistence_sync = match value {
+                    "always" => PersistenceSync::Always,
+                    "never" => PersistenceSync::Never,
+                    ms => match ms.parse::<u32>() {
+                        Ok(n) if n > 0 => PersistenceSync::IntervalMs(n),
+                        _ => {
+                            return Err(l.bad_value(format!(
+                                "persistence_sync must be always, never or a number of milliseconds, got \"{value}\""
+                            )))
+                        }
+                    },
+                };
             }
             "certfile" | "keyfile" | "cafile" | "capath" | "crlfile" => {
                 let path = Some(PathBuf::from(l.rest_value()?));

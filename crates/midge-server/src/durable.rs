@@ -30,7 +30,13 @@ pub trait Persistence: Send + 'static {
 pub struct Durability {
     pub store: Box<dyn Persistence>,
     pub restored: RestoredState,
+    /// Compact the store this often (`autosave_interval`); None: only when
+    /// the store decides, at SIGUSR1 and at shutdown.
+    pub checkpoint_every: Option<std::time::Duration>,
 }
+
+/// How often an idle store thread wakes up.
+const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub(crate) type Outgoing = (Arc<crate::connection::Outbox>, Transmit);
 
@@ -51,7 +57,11 @@ pub(crate) struct StoreThread {
 }
 
 impl StoreThread {
-    pub(crate) fn start(mut store: Box<dyn Persistence>, log: Logger) -> StoreThread {
+    pub(crate) fn start(
+        mut store: Box<dyn Persistence>,
+        checkpoint_every: Option<std::time::Duration>,
+        log: Logger,
+    ) -> StoreThread {
         let (jobs, rx) = std_mpsc::channel::<Job>();
         let waiting = Arc::new(AtomicUsize::new(0));
         let waiting2 = waiting.clone();
@@ -59,7 +69,34 @@ impl StoreThread {
             .name("midge-store".into())
             .spawn(move || {
                 let mut failed = false;
-                while let Ok(first) = rx.recv() {
+                let mut last_checkpoint = std::time::Instant::now();
+                loop {
+                    // Wake up now and then with nothing to do, so a timed
+                    // sync policy still syncs after the last batch, and so
+                    // autosave_interval checkpoints happen.
+                    let first = match rx.recv_timeout(IDLE_TICK) {
+                        Ok(job) => job,
+                        Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                            if let Err(e) = store.sync() {
+                                report(&log, &mut failed, &e);
+                            }
+                            if checkpoint_every
+                                .is_some_and(|every| last_checkpoint.elapsed() >= every)
+                            {
+                                last_checkpoint = std::time::Instant::now();
+                                if let Err(e) = store.checkpoint() {
+                                    crate::log!(
+                                        log,
+                                        LogType::ERROR,
+                                        "Error: checkpoint failed: {}",
+                                        e
+                                    );
+                                }
+                            }
+                            continue;
+                        }
+                        Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     let mut batches = vec![first];
                     batches.extend(rx.try_iter());
                     let mut outs = Vec::new();

@@ -81,7 +81,7 @@ pub async fn run_router(
     broker.set_access_control(options.access.as_ref().map(|a| a.0.clone()));
     let store = durability.map(|d| {
         broker.restore(d.restored, Instant::now());
-        StoreThread::start(d.store, log.clone())
+        StoreThread::start(d.store, d.checkpoint_every, log.clone())
     });
     let mut peers: HashMap<ConnId, Peer> = HashMap::new();
     let (topic_tx, mut topic_rx) = mpsc::unbounded_channel();

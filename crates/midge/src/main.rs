@@ -8,6 +8,7 @@
 mod access;
 mod listen;
 mod notify;
+mod persistence;
 
 use clap::Parser;
 use midge_config::Config;
@@ -157,6 +158,7 @@ fn server_options(config: &Config, seed: u64) -> Result<ServerOptions, String> {
             max_keepalive: config.max_keepalive,
             message_size_limit: config.message_size_limit,
             id_seed: seed,
+            persistence: config.persistence,
             maximum_packet_size: config.max_packet_size,
             topic_alias_maximum: config.max_topic_alias,
             connect_timeout: (config.connect_timeout > 0)
@@ -199,6 +201,13 @@ async fn run(args: Args, config: Config, log: Logger) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let durability = match persistence::open(&config, &log) {
+        Ok(d) => d,
+        Err(e) => {
+            log!(log, LogType::ERROR, "Error: persistence: {}", e);
+            return ExitCode::FAILURE;
+        }
+    };
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let signals = tokio::spawn(handle_signals(
@@ -212,9 +221,16 @@ async fn run(args: Args, config: Config, log: Logger) -> ExitCode {
     ));
     notify::send("READY=1");
     notify::spawn_watchdog();
-    serve(listeners, options, log, control_rx, None, async move {
-        let _ = stop_rx.await;
-    })
+    serve(
+        listeners,
+        options,
+        log,
+        control_rx,
+        durability,
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
     .await;
     signals.abort();
     ExitCode::SUCCESS

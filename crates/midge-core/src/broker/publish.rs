@@ -172,18 +172,24 @@ impl Broker {
         }
     }
 
+    /// `$SYS` topics describe this run of the broker: never stored.
+    fn persists_retained(&self, topic: &str) -> bool {
+        self.config.persistence && !topic.starts_with("$SYS/")
+    }
+
     /// Stores (retain) and routes one message from a client or a will.
     pub(super) fn publish_message(&mut self, msg: SharedMessage, now: Instant) {
         if msg.retain && self.config.retain_available {
             if msg.payload.is_empty() {
-                if self.retained.remove(&msg.topic).is_some() && self.config.persistence {
+                if self.retained.remove(&msg.topic).is_some() && self.persists_retained(&msg.topic)
+                {
                     self.store_ops.push(StoreOp::DeleteRetained {
                         topic: msg.topic.clone(),
                     });
                 }
             } else {
                 self.retained.insert(&msg.topic, msg.clone());
-                if self.config.persistence {
+                if self.persists_retained(&msg.topic) {
                     self.store_ops.push(StoreOp::PutRetained {
                         message: msg.clone(),
                     });
