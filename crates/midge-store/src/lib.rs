@@ -26,6 +26,7 @@ mod codec;
 mod format;
 mod live;
 mod store;
+pub mod mosquitto_db;
 
 #[cfg(test)]
 mod tests;
