@@ -97,9 +97,11 @@ def test_connection_flood_is_refused_gracefully(tmp_path):
             except OSError:
                 break
         accepted = 0
-        for s in socks:
+        for i, s in enumerate(socks):
             try:
-                s.sendall(CONNECT_311)
+                # Distinct ids: a shared id would take sessions over, closing
+                # connections and freeing slots mid-test.
+                s.sendall(connect_packet(f"flood{i}".encode()))
                 s.settimeout(2)
                 if s.recv(4)[:1] == b"\x20":
                     accepted += 1
@@ -149,5 +151,21 @@ def test_max_keepalive(tmp_path):
         ok.sendall(connect_packet(b"brisk", keepalive=20))
         assert ok.recv(4) == bytes([0x20, 0x02, 0x00, 0x00])
         ok.close()
+    finally:
+        broker.stop()
+
+
+def test_memory_limit_refuses_new_messages(tmp_path):
+    # 1 MiB is below what any broker process uses: every message is refused.
+    broker = start_with_config(tmp_path, "allow_anonymous true\nmemory_limit 1048576\n")
+    try:
+        sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", "m/#",
+                                "-C", "1", "-W", "3"], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        r = pub(broker, "-V", "5", "-t", "m/x", "-m", "x", "-q", "1", "-d")
+        assert "PUBACK" in r.stdout and "RC:151" in r.stdout.replace(" ", ""), r.stdout
+        out, _ = sub.communicate(timeout=10)
+        assert out == ""
+        assert "memory_limit reached" in broker.log_text()
     finally:
         broker.stop()

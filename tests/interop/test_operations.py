@@ -508,8 +508,8 @@ def _err_not_yet_supported(tmp_path):
 
 
 def _err_not_yet_supported_inflight_bytes(tmp_path):
-    conf, _ = simple_conf(tmp_path, "memory_limit 1000\n")
-    return conf, conf, 4, "memory_limit"
+    conf, _ = simple_conf(tmp_path, "http_dir /tmp\n")
+    return conf, conf, 4, "http_dir"
 
 
 CONFIG_ERRORS = [
@@ -522,7 +522,7 @@ CONFIG_ERRORS = [
     pytest.param(_err_in_included_file, id="error-in-included-file"),
     pytest.param(_err_duplicate_listener, id="duplicate-listener"),
     pytest.param(_err_not_yet_supported, id="not-yet-supported-psk_file"),
-    pytest.param(_err_not_yet_supported_inflight_bytes, id="not-yet-supported-memory_limit"),
+    pytest.param(_err_not_yet_supported_inflight_bytes, id="not-yet-supported-http_dir"),
 ]
 
 
@@ -639,3 +639,35 @@ def test_sighup_max_queued_messages(tmp_path, start, clients):
         "max_queued_messages 2 not applied by SIGHUP"
     pub.disconnect()
 
+
+
+def test_mount_point_separates_listeners(tmp_path):
+    inner = brokers.free_port()
+    conf, outer = simple_conf(tmp_path, f"listener {inner} 127.0.0.1\nmount_point tenant1/\n")
+    r = opsupport.run_midge("--test-config", "-c", str(conf), timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    proc = subprocess.Popen([str(opsupport.midge_bin()), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: port_open(inner) and port_open(outer), TIMEOUT, "both listeners")
+        seen_outside = subprocess.Popen(["mosquitto_sub", "-p", str(outer), "-t", "#", "-v", "-C", "1", "-W", "10"],
+                                        stdout=subprocess.PIPE, text=True)
+        seen_inside = subprocess.Popen(["mosquitto_sub", "-p", str(inner), "-t", "#", "-v", "-C", "1", "-W", "10"],
+                                       stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        assert subprocess.run(["mosquitto_pub", "-p", str(inner), "-t", "room/t", "-m", "21"],
+                              timeout=10).returncode == 0
+        assert seen_outside.communicate(timeout=15)[0] == "tenant1/room/t 21\n"
+        assert seen_inside.communicate(timeout=15)[0] == "room/t 21\n"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def port_open(port: int) -> bool:
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False

@@ -61,6 +61,9 @@ pub struct Config {
     /// `message_size_limit`, default 0 = no limit (else at most 268435455).
     /// Publish payloads over it are dropped.
     pub message_size_limit: u32,
+    /// `memory_limit`, default 0 = none: bytes of memory in use above
+    /// which new messages are refused. Midge measures resident memory (RSS).
+    pub memory_limit: u64,
     /// `retain_available`, default true.
     pub retain_available: bool,
     /// `persistence`, default false: keep retained messages and persistent
@@ -143,6 +146,10 @@ pub struct ListenerConfig {
     pub websockets_headers_size: u32,
     /// TLS on this listener: set when `certfile` and `keyfile` are given.
     pub tls: Option<TlsConfig>,
+    /// `mount_point`: a prefix added to the topics of this listener's
+    /// clients (and removed from what they are sent), so clients of
+    /// different listeners live in separate topic trees.
+    pub mount_point: Option<String>,
 }
 
 /// A listener's TLS settings (Mosquitto's certificate-based options).
@@ -288,6 +295,7 @@ impl ListenerConfig {
             bind_interface: None,
             websockets_headers_size: 4096,
             tls: None,
+            mount_point: None,
             allow_anonymous: false,
             allow_zero_length_clientid: true,
             auto_id_prefix: DEFAULT_AUTO_ID_PREFIX.to_owned(),
@@ -322,6 +330,7 @@ impl Config {
             max_keepalive: 65535,
             max_packet_size: 0,
             message_size_limit: 0,
+            memory_limit: 0,
             retain_available: true,
             persistence: false,
             persistence_location: None,

@@ -161,6 +161,7 @@ struct ListenerOpts {
     bind_interface: Option<String>,
     websockets_headers_size: Option<u32>,
     tls: TlsDraft,
+    mount_point: Option<String>,
     /// Used only with `per_listener_settings true`.
     security: SecurityDraft,
 }
@@ -564,6 +565,11 @@ impl Parser {
                 let value = l.check_range(value, 0, i64::from(u32::MAX))?;
                 self.out.max_packet_size = u32::try_from(value).unwrap_or(0);
             }
+            "memory_limit" => {
+                let value = l.integer()?;
+                let value = l.check_range(value, 0, i64::MAX)?;
+                self.out.memory_limit = u64::try_from(value).unwrap_or(0);
+            }
             "message_size_limit" => {
                 let value = l.integer()?;
                 let value = l.check_range(value, 0, MAX_MESSAGE_SIZE_LIMIT)?;
@@ -644,6 +650,15 @@ impl Parser {
                     }
                 };
                 self.listener_opts(l, *target).tls.tls_version = Some(v);
+            }
+            "mount_point" => {
+                let value = l.one()?;
+                if value.contains(['+', '#']) {
+                    return Err(l.bad_value(format!(
+                        "mount_point must not contain wildcards, got \"{value}\""
+                    )));
+                }
+                self.listener_opts(l, *target).mount_point = Some(value.to_owned());
             }
             "bind_interface" => {
                 let value = l.one()?.to_owned();
@@ -974,6 +989,7 @@ impl Parser {
                 max_connections: opts.max_connections,
                 bind_interface: opts.bind_interface.clone(),
                 tls: opts.tls.finish(),
+                mount_point: opts.mount_point.clone(),
                 websockets_headers_size: opts.websockets_headers_size.unwrap_or(4096),
                 allow_anonymous: security.allow_anonymous.unwrap_or(false),
                 allow_zero_length_clientid: security.allow_zero_length_clientid.unwrap_or(true),

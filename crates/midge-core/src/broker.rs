@@ -71,6 +71,8 @@ struct Connection {
     /// A user name proven by the transport (TLS client certificate with
     /// `use_identity_as_username`): it replaces CONNECT's, unchecked.
     identity: Option<ByteString>,
+    /// The listener's `mount_point`.
+    mount: Option<ByteString>,
 }
 
 struct PendingAuth {
@@ -184,6 +186,9 @@ pub struct Broker {
     targets: Vec<Target>,
     groups_scratch: Vec<u32>,
     store_ops: Vec<crate::persist::StoreOp>,
+    /// The server says the broker is over `memory_limit`: new messages are
+    /// refused until it is not.
+    memory_exceeded: bool,
     id_state: u64,
     stats: Stats,
 }
@@ -207,6 +212,7 @@ impl Broker {
             targets: Vec::new(),
             groups_scratch: Vec::new(),
             store_ops: Vec::new(),
+            memory_exceeded: false,
             id_state,
             stats: Stats::default(),
         }
@@ -215,6 +221,12 @@ impl Broker {
     /// Sets (or, on reload, replaces) the password and ACL checks.
     pub fn set_access_control(&mut self, access: Option<Arc<dyn crate::access::AccessControl>>) {
         self.access = access;
+    }
+
+    /// Mosquitto's `memory_limit`: while set, PUBLISH from clients is
+    /// refused (5.0: 0x97 Quota exceeded; 3.x: acknowledged and dropped).
+    pub fn set_memory_exceeded(&mut self, exceeded: bool) {
+        self.memory_exceeded = exceeded;
     }
 
     /// Offers an enhanced-authentication method to 5.0 clients.
@@ -330,6 +342,7 @@ impl Broker {
                 auth: None,
                 auth_method: None,
                 identity: None,
+                mount: None,
             },
         );
         self.stats.connections_total += 1;
@@ -344,6 +357,13 @@ impl Broker {
     pub fn set_transport_identity(&mut self, conn: ConnId, username: ByteString) {
         if let Some(c) = self.links.conns.get_mut(&conn) {
             c.identity = Some(username);
+        }
+    }
+
+    /// The connection came in on a listener with a `mount_point`.
+    pub fn set_mount_point(&mut self, conn: ConnId, prefix: ByteString) {
+        if let Some(c) = self.links.conns.get_mut(&conn) {
+            c.mount = Some(prefix);
         }
     }
 
@@ -387,10 +407,24 @@ impl Broker {
         self.mark_closing(conn);
     }
 
-    /// Every connection is closed (wills are not sent: the broker is going
-    /// away, not the clients) and told why when it speaks 5.0.
+    /// Graceful stop: the wills of connected clients are published first,
+    /// while every subscriber is still connected to get them (a persistent
+    /// session that is offline gets them queued, and stored), then every
+    /// connection is closed and told why when it speaks 5.0.
     pub fn shutdown(&mut self, now: Instant) {
         let ids: Vec<ConnId> = self.links.conns.keys().copied().collect();
+        let mut wills = Vec::new();
+        for id in &ids {
+            let key = self.links.conns.get(id).and_then(|c| c.session);
+            if let Some(s) = key.and_then(|k| self.sessions.get_mut(k)) {
+                if let Some(w) = s.will.take() {
+                    wills.push(w);
+                }
+            }
+        }
+        for w in wills {
+            self.publish_will(*w, now);
+        }
         for id in ids {
             self.close(
                 id,

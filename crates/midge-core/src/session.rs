@@ -105,6 +105,9 @@ pub struct Session {
     pub client_id: ByteString,
     /// The user name of the connection that last attached (for ACLs).
     pub username: Option<ByteString>,
+    /// The listener's `mount_point`: prefixed to this client's topics and
+    /// filters, and taken off the topics it is sent.
+    pub mount: Option<ByteString>,
     /// The connection currently attached, if any.
     pub conn: Option<ConnId>,
     pub protocol: ProtocolVersion,
@@ -142,6 +145,7 @@ impl Session {
         Session {
             client_id,
             username: None,
+            mount: None,
             conn: None,
             protocol,
             expiry_interval,

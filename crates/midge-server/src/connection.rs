@@ -133,11 +133,21 @@ impl Outbox {
 /// How long a connection that sent garbage is given to receive our answer.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// Where a connection came from, for the router.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The peer's address, for logs.
+    pub peer: String,
+    /// The user name a TLS client certificate proved, if the listener takes it.
+    pub identity: Option<String>,
+    /// The listener's `mount_point`.
+    pub mount: Option<Arc<str>>,
+}
+
 pub async fn run_connection<S>(
     stream: S,
     conn: ConnId,
-    peer: String,
-    identity: Option<String>,
+    origin: Origin,
     router: mpsc::Sender<RouterMsg>,
     max_packet_size: usize,
     counters: Arc<Counters>,
@@ -152,8 +162,9 @@ pub async fn run_connection<S>(
         .send(RouterMsg::Open {
             conn,
             writer: outbox.clone(),
-            peer,
-            identity,
+            peer: origin.peer,
+            identity: origin.identity,
+            mount: origin.mount,
             backlog: backlog.clone(),
         })
         .await

@@ -31,6 +31,8 @@ pub enum RouterMsg {
         /// The user name a TLS client certificate proved, if the listener
         /// takes it from there.
         identity: Option<String>,
+        /// The listener's `mount_point`.
+        mount: Option<Arc<str>>,
         /// The writer's backlog, for the slow-reader limit.
         backlog: Arc<AtomicUsize>,
     },
@@ -88,9 +90,11 @@ pub async fn run_router(
     log.set_topic_sink(topic_tx);
     let mut sys = SysTopics::new(options.sys_interval, counters.clone());
     let mut congested: HashMap<ConnId, Instant> = HashMap::new();
+    let mut memory = MemoryWatch::new(options.memory_limit);
     tokio::pin!(shutdown);
     loop {
         wait_for_writers(&mut congested, &peers, &counters).await;
+        memory.check(&mut broker, &log);
         let deadline = broker.poll_timeout();
         let sleep = async {
             match deadline {
@@ -131,6 +135,7 @@ pub async fn run_router(
             c = control.recv() => match c {
                 Some(Control::Reload(o)) => {
                     broker.set_config(o.broker.clone());
+                    memory = MemoryWatch::new(o.memory_limit);
                     broker.set_access_control(o.access.as_ref().map(|a| a.0.clone()));
                     sys.set_interval(o.sys_interval);
                 }
@@ -183,6 +188,7 @@ fn handle(
             writer,
             peer,
             identity,
+            mount,
             backlog,
         } => {
             peers.insert(
@@ -197,6 +203,9 @@ fn handle(
             broker.connection_opened(conn, now);
             if let Some(name) = identity {
                 broker.set_transport_identity(conn, name.into());
+            }
+            if let Some(m) = mount {
+                broker.set_mount_point(conn, bytestring::ByteString::from(&*m));
             }
         }
         RouterMsg::Packets { conn, packets } => {
@@ -237,6 +246,59 @@ fn handle(
                 );
             }
             broker.unsupported_protocol_version(conn, now);
+        }
+    }
+}
+
+/// `memory_limit`: resident memory sampled at most every 100 ms.
+struct MemoryWatch {
+    limit: u64,
+    last: Option<Instant>,
+    exceeded: bool,
+}
+
+impl MemoryWatch {
+    fn new(limit: u64) -> Self {
+        MemoryWatch {
+            limit,
+            last: None,
+            exceeded: false,
+        }
+    }
+
+    fn check(&mut self, broker: &mut Broker, log: &Logger) {
+        if self.limit == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last = Some(now);
+        let Some(rss) = crate::sys::resident_bytes() else {
+            return;
+        };
+        let exceeded = rss > self.limit;
+        if exceeded != self.exceeded {
+            self.exceeded = exceeded;
+            broker.set_memory_exceeded(exceeded);
+            if exceeded {
+                crate::log!(
+                    log,
+                    LogType::WARNING,
+                    "Warning: memory_limit reached ({} bytes in use): refusing new messages.",
+                    rss
+                );
+            } else {
+                crate::log!(
+                    log,
+                    LogType::NOTICE,
+                    "Memory back under memory_limit: accepting messages again."
+                );
+            }
         }
     }
 }

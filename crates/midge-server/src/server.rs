@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 
-use crate::connection::run_connection;
+use crate::connection::{run_connection, Origin};
 use crate::durable::Durability;
 use crate::log::{LogType, Logger};
 use crate::router::{run_router, RouterMsg};
@@ -30,6 +30,9 @@ pub struct ServerOptions {
     pub sys_interval: Option<Duration>,
     /// Password and ACL checks (`password_file`, `acl_file`).
     pub access: Option<AccessHandle>,
+    /// `memory_limit` in bytes of resident memory (0: none): above it, new
+    /// messages are refused until memory falls again.
+    pub memory_limit: u64,
 }
 
 /// Shared password/ACL checks, as the core's trait object.
@@ -49,6 +52,7 @@ impl Default for ServerOptions {
             max_packet_size: 0,
             sys_interval: Some(Duration::from_secs(10)),
             access: None,
+            memory_limit: 0,
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct BoundListener {
     pub nodelay: bool,
     /// TLS (`certfile`/`keyfile`), replaceable on SIGHUP.
     pub tls: Option<crate::tls::SharedTls>,
+    /// `mount_point`.
+    pub mount_point: Option<Arc<str>>,
 }
 
 impl BoundListener {
@@ -83,6 +89,7 @@ impl BoundListener {
             max_connections: None,
             nodelay: false,
             tls: None,
+            mount_point: None,
         }
     }
 }
@@ -245,6 +252,7 @@ async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watc
         let shared = shared.clone();
         let websockets = l.websockets;
         let nodelay = l.nodelay;
+        let mount = l.mount_point.clone();
         let tls = l
             .tls
             .as_ref()
@@ -256,7 +264,7 @@ async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watc
         match (stream, tls) {
             (Accepted::Tcp(s), Some(tls)) => {
                 tokio::spawn(Box::pin(serve_tls(
-                    s, tls, nodelay, websockets, peer, shared, slot,
+                    s, tls, nodelay, websockets, peer, mount, shared, slot,
                 )));
             }
             (Accepted::Tcp(s), None) => {
@@ -265,25 +273,27 @@ async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watc
                 }
                 tokio::spawn(async move {
                     let _slot = slot;
-                    drive(s, websockets, peer, None, &shared).await
+                    drive(s, websockets, peer, None, mount, &shared).await
                 });
             }
             (Accepted::Unix(s), _) => {
                 tokio::spawn(async move {
                     let _slot = slot;
-                    drive(s, websockets, peer, None, &shared).await
+                    drive(s, websockets, peer, None, mount, &shared).await
                 });
             }
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_tls(
     s: tokio::net::TcpStream,
     tls: crate::tls::TlsSettings,
     nodelay: bool,
     websockets: bool,
     peer: String,
+    mount: Option<Arc<str>>,
     shared: Arc<AcceptShared>,
     slot: Slot,
 ) {
@@ -332,7 +342,7 @@ async fn serve_tls(
             }
         }
     };
-    drive(s, websockets, peer, identity, &shared).await
+    drive(s, websockets, peer, identity, mount, &shared).await
 }
 
 enum Accepted {
@@ -363,6 +373,7 @@ async fn drive<S>(
     websockets: bool,
     peer: String,
     identity: Option<String>,
+    mount: Option<Arc<str>>,
     shared: &AcceptShared,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -379,8 +390,11 @@ async fn drive<S>(
                 Box::pin(run_connection(
                     ws,
                     conn,
-                    peer,
-                    identity,
+                    Origin {
+                        peer,
+                        identity,
+                        mount,
+                    },
                     shared.router.clone(),
                     shared.max_packet,
                     shared.counters.clone(),
@@ -409,8 +423,11 @@ async fn drive<S>(
         run_connection(
             stream,
             conn,
-            peer,
-            identity,
+            Origin {
+                peer,
+                identity,
+                mount,
+            },
             shared.router.clone(),
             shared.max_packet,
             shared.counters.clone(),

@@ -33,6 +33,7 @@ pub async fn bind_all(config: &Config, log: &Logger) -> Result<Bound, String> {
             max_connections: l.max_connections,
             nodelay: config.set_tcp_nodelay,
             tls: tls.clone(),
+            mount_point: l.mount_point.as_deref().map(std::sync::Arc::from),
         };
         match &l.address {
             ListenAddress::Unix { path } => {

@@ -168,6 +168,7 @@ fn server_options(config: &Config, seed: u64) -> Result<ServerOptions, String> {
             ..BrokerConfig::default()
         },
         max_packet_size: config.max_packet_size as usize,
+        memory_limit: config.memory_limit,
         sys_interval: (config.sys_interval > 0)
             .then(|| Duration::from_secs(u64::from(config.sys_interval))),
     })

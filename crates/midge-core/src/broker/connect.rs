@@ -356,7 +356,14 @@ impl Broker {
         session.protocol = protocol;
         session.expiry_interval = expiry_interval;
         session.expires_at = None;
-        session.will = will.map(Box::new);
+        let mount = self.links.conns.get(&conn_id).and_then(|c| c.mount.clone());
+        session.will = will.map(|mut w| {
+            if let Some(m) = &mount {
+                w.topic = ByteString::from(format!("{m}{}", w.topic));
+            }
+            Box::new(w)
+        });
+        session.mount = mount;
         session.username = username.clone();
         // [MQTT-3.1.3-9] a reconnect within the Will Delay Interval cancels the will.
         session.pending_will = None;
@@ -482,6 +489,7 @@ impl Broker {
                         &f.delivery,
                         Some(f.packet_id),
                         protocol,
+                        s.mount.as_ref(),
                         now,
                     );
                     p.dup = true;

@@ -3,6 +3,7 @@
 //! groups, delivery within each session's in-flight window, the QoS 1/2
 //! acknowledgement flows, and building outgoing PUBLISH packets.
 
+use bytestring::ByteString;
 use midge_codec::{
     encoded_len, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS,
     ReasonCode,
@@ -88,6 +89,9 @@ impl Broker {
                 reason = ReasonCode::PAYLOAD_FORMAT_INVALID;
             }
         }
+        if let Some(m) = &session.mount {
+            p.topic = ByteString::from(format!("{m}{}", p.topic));
+        }
         if let Some(access) = &self.access {
             if access.has_acl()
                 && !access.can_publish(&session.client_id, session.username.as_deref(), &p.topic)
@@ -101,6 +105,15 @@ impl Broker {
                 };
                 denied = true;
             }
+        }
+        if self.memory_exceeded && !denied {
+            reason = if protocol.is_v5() {
+                ReasonCode::QUOTA_EXCEEDED
+            } else {
+                ReasonCode::SUCCESS
+            };
+            denied = true;
+            self.stats.messages_dropped += 1;
         }
         let limit = self.config.message_size_limit;
         if limit != 0 && p.payload.len() > limit as usize {
@@ -343,7 +356,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(key) else {
             return false;
         };
-        let mut p = outgoing_publish(&d, None, s.protocol, now);
+        let mut p = outgoing_publish(&d, None, s.protocol, s.mount.as_ref(), now);
         if s.link.max_packet_out > 0 {
             if d.qos != QoS::AtMostOnce {
                 // Size with a packet id in place.
@@ -606,9 +619,14 @@ pub(super) fn outgoing_publish(
     d: &Delivery,
     packet_id: Option<PacketId>,
     protocol: ProtocolVersion,
+    mount: Option<&ByteString>,
     now: Instant,
 ) -> Publish {
     let msg = &d.message;
+    let topic = match mount {
+        Some(m) if msg.topic.starts_with(&**m) => msg.topic.slice_ref(&msg.topic[m.len()..]),
+        _ => msg.topic.clone(),
+    };
     let properties = if protocol.is_v5() {
         let mut p = msg.properties.clone();
         p.subscription_identifiers = d.sub_ids.to_vec();
@@ -621,7 +639,7 @@ pub(super) fn outgoing_publish(
         dup: false,
         qos: d.qos,
         retain: d.retain,
-        topic: msg.topic.clone(),
+        topic,
         packet_id,
         payload: msg.payload.clone(),
         properties,

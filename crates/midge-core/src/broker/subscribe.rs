@@ -32,7 +32,9 @@ impl Broker {
         let identifier = sub.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(sub.filters.len());
         let mut retained: Vec<(SharedMessage, Subscription)> = Vec::new();
+        let mount = self.sessions.get(key).and_then(|s| s.mount.clone());
         for (filter, mut options) in sub.filters {
+            let filter = mounted(mount.as_ref(), filter);
             if !v5 {
                 options = SubscriptionOptions {
                     qos: options.qos,
@@ -134,7 +136,9 @@ impl Broker {
         let v5 = s.protocol.is_v5();
         let client_id = s.client_id.clone();
         let mut reasons = Vec::new();
+        let mount = s.mount.clone();
         for filter in u.filters {
+            let filter = mounted(mount.as_ref(), filter);
             let existed = s.subscriptions.remove(&filter).is_some();
             if existed && s.stored {
                 self.store_ops
@@ -171,5 +175,17 @@ impl Broker {
                 properties: Properties::default(),
             }),
         );
+    }
+}
+
+/// A client's filter as seen inside its listener's `mount_point`:
+/// `a/#` becomes `mount/a/#`, and `$share/g/a/#` becomes `$share/g/mount/a/#`.
+fn mounted(mount: Option<&ByteString>, filter: ByteString) -> ByteString {
+    let Some(m) = mount else {
+        return filter;
+    };
+    match midge_codec::parse_shared(&filter) {
+        Some((group, f)) => ByteString::from(format!("$share/{group}/{m}{f}")),
+        None => ByteString::from(format!("{m}{filter}")),
     }
 }

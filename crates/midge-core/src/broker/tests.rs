@@ -633,3 +633,45 @@ fn max_inflight_bytes_limits_the_window() {
     h.send(sub, Packet::PubAck(PubResponse::new(ids[0])));
     assert_eq!(publishes(&h.take(sub)).len(), 1);
 }
+
+#[test]
+fn memory_limit_refuses_publishes() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let sub = h.connect("sub", true);
+    h.subscribe(sub, "m", QoS::AtMostOnce);
+    h.broker.set_memory_exceeded(true);
+    let p = h.connect("pub", true);
+    h.send(p, publish("m", "x", QoS::AtLeastOnce, false, Some(1)));
+    assert!(matches!(h.take(p).as_slice(), [Packet::PubAck(_)]));
+    assert!(publishes(&h.take(sub)).is_empty());
+    h.broker.set_memory_exceeded(false);
+    h.send(p, publish("m", "y", QoS::AtLeastOnce, false, Some(2)));
+    assert_eq!(publishes(&h.take(sub)).len(), 1);
+}
+
+#[test]
+fn mount_point_prefixes_topics_and_filters() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let outside = h.connect("outside", true);
+    h.subscribe(outside, "#", QoS::AtMostOnce);
+    let a = h.open();
+    h.broker.set_mount_point(a, "tenant1/".into());
+    h.send(a, connect_packet("a", true, 0, ProtocolVersion::V311));
+    h.take(a);
+    h.subscribe(a, "x/#", QoS::AtMostOnce);
+    // Published inside the mount: seen outside with the prefix, inside without.
+    h.send(a, publish("x/1", "in", QoS::AtMostOnce, false, None));
+    assert_eq!(publishes(&h.take(outside))[0].topic, "tenant1/x/1");
+    assert_eq!(publishes(&h.take(a))[0].topic, "x/1");
+    // From outside, only topics under the mount reach the mounted client.
+    h.send(
+        outside,
+        publish("tenant1/x/2", "to", QoS::AtMostOnce, false, None),
+    );
+    h.send(outside, publish("x/2", "not", QoS::AtMostOnce, false, None));
+    let got = h.take(a);
+    let p = publishes(&got);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].topic, "x/2");
+    assert_eq!(&p[0].payload[..], b"to");
+}
