@@ -390,7 +390,17 @@ impl Broker {
     /// A CONNECT with a protocol level we do not speak: CONNACK with return
     /// code 1 (3.1.1 form, which Paho uses to fall back to 3.1), then close.
     pub fn unsupported_protocol_version(&mut self, conn: ConnId, now: Instant) {
-        let _ = now;
+        // A second CONNECT (whatever its level) is a protocol error on a
+        // live connection [MQTT-3.1.0-2], not a refused first one.
+        if self
+            .links
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.protocol.is_some())
+        {
+            self.protocol_error(conn, ReasonCode::PROTOCOL_ERROR, now);
+            return;
+        }
         self.links.send(
             conn,
             Packet::ConnAck(ConnAck {

@@ -476,11 +476,69 @@ impl Broker {
 
     /// [MQTT-4.4.0-1] on resumption, unacknowledged PUBLISH packets are sent
     /// again with DUP set, and PUBREL for those awaiting PUBCOMP.
+    ///
+    /// The new connection may allow less than the old one: copies beyond its
+    /// Receive Maximum go back to the front of the queue (they had not been
+    /// acknowledged, so sending them again later is the same redelivery),
+    /// and copies larger than its Maximum Packet Size are dropped as if
+    /// delivered ([MQTT-3.1.2-25]).
     fn resend_inflight(&mut self, conn_id: ConnId, key: SessionKey, now: Instant) {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
         let protocol = s.protocol;
+        if s.link.max_packet_out > 0 {
+            let max = s.link.max_packet_out as usize;
+            let mount = s.mount.clone();
+            let mut dropped = Vec::new();
+            s.inflight.retain(|f| {
+                if f.state != OutState::AwaitAck {
+                    return true;
+                }
+                let p = super::publish::outgoing_publish(
+                    &f.delivery,
+                    Some(f.packet_id),
+                    protocol,
+                    mount.as_ref(),
+                    now,
+                );
+                let fits = midge_codec::encoded_len(&Packet::Publish(p), protocol) <= max;
+                if !fits {
+                    dropped.push(f.delivery.seq);
+                }
+                fits
+            });
+            for seq in dropped {
+                super::persist::unstore_delivery(&mut self.store_ops, s, seq);
+                self.stats.messages_dropped += 1;
+            }
+        }
+        while s.inflight.len() > s.link.send_window {
+            let Some(pos) = s
+                .inflight
+                .iter()
+                .rposition(|f| f.state == OutState::AwaitAck)
+            else {
+                break;
+            };
+            let Some(f) = s.inflight.remove(pos) else {
+                break;
+            };
+            let d = f.delivery;
+            if s.stored && d.seq != 0 {
+                self.store_ops.push(crate::persist::StoreOp::PutDelivery {
+                    client_id: s.client_id.clone(),
+                    seq: d.seq,
+                    message: d.message.clone(),
+                    qos: d.qos,
+                    retain: d.retain,
+                    sub_ids: d.sub_ids.clone(),
+                    state: crate::persist::StoredState::Queued,
+                });
+            }
+            s.queued_bytes += d.message.queued_size();
+            s.queue.push_front(d);
+        }
         let mut packets = Vec::with_capacity(s.inflight.len());
         for f in &s.inflight {
             packets.push(match f.state {

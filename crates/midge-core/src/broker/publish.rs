@@ -118,7 +118,8 @@ impl Broker {
         let limit = self.config.message_size_limit;
         if limit != 0 && p.payload.len() > limit as usize {
             reason = if protocol.is_v5() {
-                ReasonCode::PACKET_TOO_LARGE
+                // 0x95 is no PUBACK/PUBREC reason code; Mosquitto answers 0x83.
+                ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR
             } else {
                 // 3.x cannot say why; Mosquitto acknowledges and drops.
                 ReasonCode::SUCCESS
@@ -362,7 +363,10 @@ impl Broker {
                 // Size with a packet id in place.
                 p.packet_id = PacketId::new(1);
             }
-            if encoded_len(&Packet::Publish(p.clone()), s.protocol) > s.link.max_packet_out as usize
+            // A Topic Alias property may be added below (3 bytes).
+            let alias_room = if s.link.alias_out_max > 0 { 3 } else { 0 };
+            if encoded_len(&Packet::Publish(p.clone()), s.protocol) + alias_room
+                > s.link.max_packet_out as usize
             {
                 self.stats.messages_dropped += 1;
                 unstore_delivery(&mut self.store_ops, s, d.seq);
