@@ -19,6 +19,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
+/// Set once this process wrote its pid file.
+static PID_WRITTEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Exit code for a configuration that cannot be used (Mosquitto's).
 const EXIT_CONFIG: u8 = 3;
 
@@ -79,18 +82,6 @@ fn main() -> ExitCode {
         }
     }
     let log = Logger::new(config.log.clone(), args.verbose);
-    if let Some(pid_file) = &config.pid_file {
-        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
-            log!(
-                log,
-                LogType::ERROR,
-                "Error: Unable to write pid file {}: {}.",
-                pid_file.display(),
-                e
-            );
-            return ExitCode::FAILURE;
-        }
-    }
     log!(
         log,
         LogType::NOTICE,
@@ -131,7 +122,10 @@ fn main() -> ExitCode {
         }
     };
     if let Some(pid_file) = &config.pid_file {
-        let _ = std::fs::remove_file(pid_file);
+        // Only our own: a failed start must not remove a running broker's.
+        if PID_WRITTEN.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = std::fs::remove_file(pid_file);
+        }
     }
     log!(
         log,
@@ -184,6 +178,22 @@ async fn run(args: Args, config: Config, log: Logger) -> ExitCode {
     };
     let listeners = bound.listeners;
     let tls = bound.tls;
+    // Written once the listeners are bound (so whoever waits for the pid
+    // file can connect) and before privileges are dropped (so it may live
+    // in a root-owned directory such as /run).
+    if let Some(pid_file) = &config.pid_file {
+        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+            log!(
+                log,
+                LogType::ERROR,
+                "Error: Unable to write pid file {}: {}.",
+                pid_file.display(),
+                e
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+
     if let Some(user) = &config.user {
         if let Err(e) = drop_privileges(user, &log) {
             log!(log, LogType::ERROR, "Error: {}", e);
