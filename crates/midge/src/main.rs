@@ -192,8 +192,8 @@ async fn run(args: Args, config: Config, log: Logger) -> ExitCode {
             );
             return ExitCode::FAILURE;
         }
+        PID_WRITTEN.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-
     if let Some(user) = &config.user {
         if let Err(e) = drop_privileges(user, &log) {
             log!(log, LogType::ERROR, "Error: {}", e);
