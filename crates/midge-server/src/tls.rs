@@ -157,6 +157,12 @@ pub fn identity_of(cert: &CertificateDer<'_>, identity: Identity) -> Option<Stri
             .next()
             .and_then(|cn| cn.as_str().ok())
             .map(str::to_owned),
-        Identity::Subject => Some(subject.to_string()),
+        // As Mosquitto prints it (RFC 2253): most specific first, no spaces.
+        Identity::Subject => {
+            let text = subject.to_string();
+            let mut parts: Vec<&str> = text.split(", ").collect();
+            parts.reverse();
+            Some(parts.join(","))
+        }
     }
 }

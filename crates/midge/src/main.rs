@@ -56,6 +56,26 @@ fn load_config(args: &Args) -> Result<Config, String> {
         Some(path) => midge_config::parse_file(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
+    // The core applies one set of security settings to every listener.
+    if config.per_listener_settings {
+        let differs = config.listeners.windows(2).any(|w| {
+            w[0].allow_anonymous != w[1].allow_anonymous
+                || w[0].allow_zero_length_clientid != w[1].allow_zero_length_clientid
+                || w[0].auto_id_prefix != w[1].auto_id_prefix
+        });
+        if differs {
+            return Err(format!(
+                "{}: per_listener_settings true with different allow_anonymous, \
+                 allow_zero_length_clientid or auto_id_prefix per listener is not supported by midge yet",
+                args.config_file.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+            ));
+        }
+        if let Some(first) = config.listeners.first() {
+            config.allow_anonymous = first.allow_anonymous;
+            config.allow_zero_length_clientid = first.allow_zero_length_clientid;
+            config.auto_id_prefix = first.auto_id_prefix.clone();
+        }
+    }
     config.apply_port_overrides(&args.port);
     Ok(config)
 }
@@ -288,12 +308,21 @@ async fn handle_signals(
                             ("listeners", new.listeners != config.listeners),
                             ("pid_file", new.pid_file != config.pid_file),
                             ("user", new.user != config.user),
+                            ("persistence options", new.persistence != config.persistence
+                                || new.persistence_location != config.persistence_location
+                                || new.persistence_file != config.persistence_file),
+                            ("max_packet_size", new.max_packet_size != config.max_packet_size),
+                            ("set_tcp_nodelay", new.set_tcp_nodelay != config.set_tcp_nodelay),
                         ] {
                             if changed {
                                 log!(log, LogType::WARNING, "Warning: changes to {} take effect after a restart.", what);
                             }
                         }
-                        match server_options(&new, seed) {
+                        // What needs a restart keeps its running value.
+                        let mut effective = new.clone();
+                        effective.persistence = config.persistence;
+                        effective.max_packet_size = config.max_packet_size;
+                        match server_options(&effective, seed) {
                             Ok(o) => {
                                 let _ = control.send(Control::Reload(Box::new(o)));
                                 config = new;
