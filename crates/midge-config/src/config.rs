@@ -74,7 +74,7 @@ pub struct Config {
     /// store lives.
     pub persistence_location: Option<PathBuf>,
     /// `persistence_file`, default `midge.db` (Mosquitto's is `mosquitto.db`;
-    /// Midge's format differs, see `midge --import-mosquitto-db`).
+    /// Midge's format differs: `midge_db_import` converts one).
     pub persistence_file: String,
     /// `autosave_interval`, default 1800 seconds. Mosquitto saves its whole
     /// state this often and loses everything in between; Midge journals
