@@ -1,21 +1,23 @@
-//! One client connection: a reader that decodes batches of packets for the
-//! router, and a writer that encodes each outgoing batch into one buffer and
-//! writes it with one call. Reading and writing run apart so a client that
-//! writes while it is not reading cannot deadlock the broker.
+//! One client connection, one task: it reads and decodes batches of
+//! packets for the router, and encodes each outgoing batch into one buffer
+//! written with one call. Reading, handing to the router and writing are
+//! polled side by side, so a client that writes while it is not reading
+//! cannot deadlock the broker, and an idle connection costs one small task.
 
 use bytes::BytesMut;
 use midge_codec::{decode_packet, encode_packet, DecodeError, Packet, ProtocolVersion};
 use midge_core::{ConnId, Transmit};
+use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::router::RouterMsg;
 use crate::server::Counters;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Read buffer taken while data flows; see [`read_loop`].
+/// Read buffer taken while data flows; see [`Reader::room`].
 const READ_CHUNK: usize = 8 * 1024;
 /// First read of a quiet connection: enough for a CONNECT, a PINGREQ or a
 /// small PUBLISH, without holding kilobytes for every idle client.
@@ -103,13 +105,6 @@ impl Outbox {
         t
     }
 
-    fn is_empty(&self) -> bool {
-        self.state
-            .lock()
-            .map(|s| s.items.is_empty())
-            .unwrap_or(true)
-    }
-
     async fn recv(&self) -> Option<Transmit> {
         loop {
             {
@@ -154,10 +149,9 @@ pub async fn run_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (rd, wr) = tokio::io::split(stream);
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let outbox = Arc::new(Outbox::default());
     let backlog = Arc::new(AtomicUsize::new(0));
-    let (closed_tx, closed_rx) = oneshot::channel();
     if router
         .send(RouterMsg::Open {
             conn,
@@ -172,61 +166,168 @@ pub async fn run_connection<S>(
     {
         return;
     }
-    let writer = tokio::spawn(write_loop(counters.clone(), backlog, wr, outbox, closed_tx));
-    read_loop(rd, conn, &router, max_packet_size, closed_rx, &counters).await;
-    // The writer ends when the router drops its sender (after Lost) or
-    // after a closing batch.
-    let _ = writer.await;
+    let mut reader = Reader {
+        conn,
+        buf: BytesMut::new(),
+        version: None,
+        flowing: false,
+        max_packet_size,
+    };
+    // Decoded messages waiting for room in the router's queue; reading
+    // stops while there are any (back-pressure on the client).
+    let mut to_router: VecDeque<RouterMsg> = VecDeque::new();
+    // Encoded packets not yet written, and their weight in the backlog.
+    let mut out = BytesMut::new();
+    let mut out_weight = 0usize;
+    let mut reading = true;
+    // The broker closed the connection: write what is left, then stop.
+    let mut closing = false;
+    // The router let go of the connection (after Lost).
+    let mut released = false;
+    // After bad input: how long the client is given to read our answer.
+    // Boxed, and only then: a timer inline would grow every connection.
+    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        // Done once nothing is left to write or to tell the router.
+        if (closing || released) && out.is_empty() && (to_router.is_empty() || released) {
+            if closing {
+                let _ = tokio::time::timeout(CLOSE_GRACE, wr.shutdown()).await;
+            }
+            return;
+        }
+        tokio::select! {
+            r = rd.read_buf(reader.room()), if reading && to_router.is_empty() => {
+                match r {
+                    Ok(n) if n > 0 => {
+                        counters.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+                        if reader.decode(n, &mut to_router) {
+                            // Bad input: stop reading, let the broker answer.
+                            reading = false;
+                            grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+                        }
+                    }
+                    _ => {
+                        reading = false;
+                        to_router.push_back(RouterMsg::Lost { conn });
+                    }
+                }
+            }
+            permit = router.reserve(), if !to_router.is_empty() => {
+                let Ok(permit) = permit else { return };
+                if let Some(msg) = to_router.pop_front() {
+                    permit.send(msg);
+                }
+                if to_router.is_empty() {
+                    // Do not keep the queue's allocation while idle.
+                    to_router = VecDeque::new();
+                }
+            }
+            t = outbox.recv(), if !released && !closing && out.len() < WRITE_BATCH => {
+                match t {
+                    Some(t) => {
+                        out_weight += transmit_weight(&t);
+                        closing |= encode(&t, &mut out);
+                        while !closing && out.len() < WRITE_BATCH {
+                            let Some(t) = outbox.try_recv() else { break };
+                            out_weight += transmit_weight(&t);
+                            closing |= encode(&t, &mut out);
+                        }
+                    }
+                    None => released = true,
+                }
+            }
+            w = wr.write(&out), if !out.is_empty() => {
+                match w {
+                    Ok(n) if n > 0 => {
+                        counters.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                        let _ = out.split_to(n);
+                        if out.is_empty() {
+                            if wr.flush().await.is_err() {
+                                write_failed(&mut out, &mut reading, &mut to_router, conn, &mut closing);
+                            }
+                            release_backlog(&backlog, out_weight, &counters);
+                            out_weight = 0;
+                            // Nothing queued: give the buffer back while idle.
+                            out = BytesMut::new();
+                        }
+                    }
+                    _ => write_failed(&mut out, &mut reading, &mut to_router, conn, &mut closing),
+                }
+            }
+            _ = async { if let Some(g) = grace.as_mut() { g.await } }, if grace.is_some() => {
+                // The client did not take our answer in time.
+                grace = None;
+                to_router.push_back(RouterMsg::Lost { conn });
+                out.clear();
+                closing = true;
+            }
+        }
+    }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
-    mut rd: R,
+/// A write failed: the client is gone. Tell the router (once) and stop.
+fn write_failed(
+    out: &mut BytesMut,
+    reading: &mut bool,
+    to_router: &mut VecDeque<RouterMsg>,
     conn: ConnId,
-    router: &mpsc::Sender<RouterMsg>,
-    max_packet_size: usize,
-    mut closed: oneshot::Receiver<bool>,
-    counters: &Counters,
+    closing: &mut bool,
 ) {
-    let mut buf = BytesMut::new();
-    let mut version: Option<ProtocolVersion> = None;
-    // Whether the last read filled what it was given: data is flowing.
-    let mut flowing = false;
-    loop {
-        let want = if flowing { READ_CHUNK } else { QUIET_READ };
-        if buf.capacity() - buf.len() < want / 4 {
-            buf.reserve(want);
+    out.clear();
+    if *reading {
+        *reading = false;
+        to_router.push_back(RouterMsg::Lost { conn });
+    }
+    *closing = true;
+}
+
+/// Takes written bytes off the connection's backlog, and wakes the router
+/// if that ends a congestion it may be waiting on.
+fn release_backlog(backlog: &AtomicUsize, weight: usize, counters: &Counters) {
+    let before = backlog
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+            Some(b.saturating_sub(weight))
+        })
+        .unwrap_or(0);
+    if before > CONGESTED && before.saturating_sub(weight) <= CONGESTED {
+        counters.drained.notify_one();
+    }
+}
+
+/// The reading side: a buffer that is only as large as the traffic needs,
+/// and the decoder.
+struct Reader {
+    conn: ConnId,
+    buf: BytesMut,
+    version: Option<ProtocolVersion>,
+    /// Whether the last read filled what it was given: data is flowing.
+    flowing: bool,
+    max_packet_size: usize,
+}
+
+impl Reader {
+    /// Room to read into: a small buffer for a quiet connection, a larger
+    /// one while data flows.
+    fn room(&mut self) -> &mut BytesMut {
+        let want = if self.flowing { READ_CHUNK } else { QUIET_READ };
+        if self.buf.capacity() - self.buf.len() < want / 4 {
+            self.buf.reserve(want);
         }
-        let room = buf.capacity() - buf.len();
-        let n = tokio::select! {
-            r = rd.read_buf(&mut buf) => r,
-            by_broker = &mut closed => {
-                // The writer stopped: either the broker closed the connection
-                // (it knows), or a write failed (tell it).
-                if by_broker != Ok(true) {
-                    let _ = router.send(RouterMsg::Lost { conn }).await;
-                }
-                return;
-            }
-        };
-        match n {
-            Ok(0) | Err(_) => {
-                let _ = router.send(RouterMsg::Lost { conn }).await;
-                return;
-            }
-            Ok(n) => {
-                flowing = n >= room / 2;
-                counters
-                    .bytes_received
-                    .fetch_add(n as u64, Ordering::Relaxed);
-            }
-        }
+        &mut self.buf
+    }
+
+    /// Decodes what arrived into messages for the router. Returns true on
+    /// bad input (after queueing what decoded before it and the error).
+    fn decode(&mut self, n: usize, to_router: &mut VecDeque<RouterMsg>) -> bool {
+        self.flowing = n >= QUIET_READ / 2 && n * 2 >= self.buf.capacity().min(READ_CHUNK);
+        let conn = self.conn;
         let mut packets = Vec::new();
         let mut error = None;
         loop {
-            match decode_packet(&mut buf, version, max_packet_size) {
+            match decode_packet(&mut self.buf, self.version, self.max_packet_size) {
                 Ok(Some(p)) => {
                     if let Packet::Connect(c) = &p {
-                        version.get_or_insert(c.protocol);
+                        self.version.get_or_insert(c.protocol);
                     }
                     packets.push(p);
                 }
@@ -237,88 +338,29 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
         }
-        if !packets.is_empty()
-            && router
-                .send(RouterMsg::Packets { conn, packets })
-                .await
-                .is_err()
-        {
-            return;
-        }
-        if let Some(e) = error {
-            let msg = match e {
-                DecodeError::UnsupportedProtocolVersion { level } => {
-                    RouterMsg::UnsupportedVersion { conn, level }
-                }
-                e => RouterMsg::ProtocolError {
-                    conn,
-                    reason: e.reason_code(),
-                    detail: e.to_string(),
-                },
-            };
-            let _ = router.send(msg).await;
-            // Stop reading; give the writer a bounded time to send the answer.
-            let _ = tokio::time::timeout(CLOSE_GRACE, closed).await;
-            let _ = router.send(RouterMsg::Lost { conn }).await;
-            return;
+        if !packets.is_empty() {
+            to_router.push_back(RouterMsg::Packets { conn, packets });
         }
         // A connection going quiet gives its read buffer back: idle
         // clients cost no buffer memory.
-        if buf.is_empty() && !flowing {
-            buf = BytesMut::new();
+        if self.buf.is_empty() && !self.flowing {
+            self.buf = BytesMut::new();
         }
-    }
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(
-    counters: Arc<Counters>,
-    backlog: Arc<AtomicUsize>,
-    mut wr: W,
-    rx: Arc<Outbox>,
-    closed: oneshot::Sender<bool>,
-) {
-    let mut out = BytesMut::new();
-    let mut closed_by_broker = false;
-    'outer: while let Some(t) = rx.recv().await {
-        let mut weight = transmit_weight(&t);
-        let mut close = encode(&t, &mut out);
-        while !close && out.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Some(t) => {
-                    weight += transmit_weight(&t);
-                    close = encode(&t, &mut out);
-                }
-                None => break,
+        let Some(e) = error else {
+            return false;
+        };
+        to_router.push_back(match e {
+            DecodeError::UnsupportedProtocolVersion { level } => {
+                RouterMsg::UnsupportedVersion { conn, level }
             }
-        }
-        if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
-            break 'outer;
-        }
-        counters
-            .bytes_sent
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
-        // Saturating: the router adds before the writer subtracts.
-        let before = backlog
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some(b.saturating_sub(weight))
-            })
-            .unwrap_or(0);
-        if before > CONGESTED && before.saturating_sub(weight) <= CONGESTED {
-            counters.drained.notify_one();
-        }
-        out.clear();
-        if out.capacity() > WRITE_BATCH * 2 || rx.is_empty() {
-            // Nothing more to write now: do not hold the buffer while idle.
-            out = BytesMut::new();
-        }
-        if close {
-            closed_by_broker = true;
-            break;
-        }
+            e => RouterMsg::ProtocolError {
+                conn,
+                reason: e.reason_code(),
+                detail: e.to_string(),
+            },
+        });
+        true
     }
-    let _ = wr.flush().await;
-    let _ = wr.shutdown().await;
-    let _ = closed.send(closed_by_broker);
 }
 
 fn encode(t: &Transmit, out: &mut BytesMut) -> bool {
