@@ -525,17 +525,12 @@ impl Broker {
                 break;
             };
             let d = f.delivery;
-            if s.stored && d.seq != 0 {
-                self.store_ops.push(crate::persist::StoreOp::PutDelivery {
-                    client_id: s.client_id.clone(),
-                    seq: d.seq,
-                    message: d.message.clone(),
-                    qos: d.qos,
-                    retain: d.retain,
-                    sub_ids: d.sub_ids.clone(),
-                    state: crate::persist::StoredState::Queued,
-                });
-            }
+            super::persist::restore_delivery(
+                &mut self.store_ops,
+                s,
+                &d,
+                crate::persist::StoredState::Queued,
+            );
             s.queued_bytes += d.message.queued_size();
             s.queue.push_front(d);
         }

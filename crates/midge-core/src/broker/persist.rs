@@ -143,6 +143,19 @@ pub(super) fn store_delivery(
         d.seq = s.next_seq;
         s.next_seq += 1;
     }
+    restore_delivery(ops, s, d, state);
+}
+
+/// Records a new state for a copy already numbered in a stored session.
+pub(super) fn restore_delivery(
+    ops: &mut Vec<StoreOp>,
+    s: &Session,
+    d: &Delivery,
+    state: StoredState,
+) {
+    if !s.stored || d.seq == 0 {
+        return;
+    }
     ops.push(StoreOp::PutDelivery {
         client_id: s.client_id.clone(),
         seq: d.seq,

@@ -11,7 +11,7 @@ use midge_codec::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::persist::{store_delivery, unstore_delivery};
+use super::persist::{restore_delivery, store_delivery, unstore_delivery};
 use super::{Broker, Target};
 use crate::ids::{ConnId, SessionKey};
 use crate::message::{Message, SharedMessage};
@@ -463,20 +463,10 @@ impl Broker {
         let mut rel = PubResponse::new(id);
         match pos {
             Some(pos) => {
-                let f = &mut s.inflight[pos];
-                if f.state != OutState::AwaitComp {
-                    f.state = OutState::AwaitComp;
-                    if s.stored && f.delivery.seq != 0 {
-                        self.store_ops.push(StoreOp::PutDelivery {
-                            client_id: s.client_id.clone(),
-                            seq: f.delivery.seq,
-                            message: f.delivery.message.clone(),
-                            qos: f.delivery.qos,
-                            retain: f.delivery.retain,
-                            sub_ids: f.delivery.sub_ids.clone(),
-                            state: StoredState::InFlight(id, OutState::AwaitComp),
-                        });
-                    }
+                if s.inflight[pos].state != OutState::AwaitComp {
+                    s.inflight[pos].state = OutState::AwaitComp;
+                    let state = StoredState::InFlight(id, OutState::AwaitComp);
+                    restore_delivery(&mut self.store_ops, s, &s.inflight[pos].delivery, state);
                 }
             }
             None if s.protocol.is_v5() => rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
