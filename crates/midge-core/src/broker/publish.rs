@@ -462,13 +462,13 @@ impl Broker {
         }
         let mut rel = PubResponse::new(id);
         match pos {
-            Some(pos) => {
-                if s.inflight[pos].state != OutState::AwaitComp {
-                    s.inflight[pos].state = OutState::AwaitComp;
-                    let state = StoredState::InFlight(id, OutState::AwaitComp);
-                    restore_delivery(&mut self.store_ops, s, &s.inflight[pos].delivery, state);
-                }
+            Some(pos) if s.inflight[pos].state != OutState::AwaitComp => {
+                s.inflight[pos].state = OutState::AwaitComp;
+                let state = StoredState::InFlight(id, OutState::AwaitComp);
+                restore_delivery(&mut self.store_ops, s, &s.inflight[pos].delivery, state);
             }
+            // A repeated PUBREC: answer PUBREL again.
+            Some(_) => {}
             None if s.protocol.is_v5() => rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
             None => {}
         }
