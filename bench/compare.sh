@@ -17,6 +17,8 @@
 # Environment: MIDGE_BIN, BENCH_BIN to use prebuilt binaries instead of
 # building; CARGO_TARGET_DIR as usual; MOSQUITTO_BIN, RUMQTTD_BIN.
 # Needs python3 (for the table) and bash's /dev/tcp.
+# The persistence comparison (QoS 1 to persistent sessions, store on and
+# off, Mosquitto with persistence) is bench/persistence.sh.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
         --no-install) INSTALL=0; shift ;;
         --out) OUT=$2; shift 2 ;;
         --report) REPORT=$2; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -73,6 +75,7 @@ metrics = [
     ("fan-in: loss %", "fanin", "loss_pct", False, "{:.2f}"),
     ("fan-in: broker RSS at the end, kB", "fanin", "broker_rss_end_kb", False, "{:,.0f}"),
     ("fan-out 1→50, QoS 0: deliveries/s", "fanout", "msgs_per_sec", True, "{:,.0f}"),
+    ("fan-out: deliveries per broker CPU s", "fanout", "msgs_per_cpu_s", True, "{:,.0f}"),
     ("fan-out: loss %", "fanout", "loss_pct", False, "{:.2f}"),
     ("fan-out: broker RSS at the end, kB", "fanout", "broker_rss_end_kb", False, "{:,.0f}"),
     ("16 pairs QoS 1 window 64: msg/s", "p2p", "msgs_per_sec", True, "{:,.0f}"),

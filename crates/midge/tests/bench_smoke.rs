@@ -1,9 +1,11 @@
 //! Smoke test of `midge_bench` against the real `midge`: every scenario runs
 //! with tiny counts and about a second of publishing, prints JSON that
-//! parses, delivers something, and loses nothing at QoS 1. Correctness
-//! only: no assertion here is about speed.
+//! parses, delivers something, and loses nothing at QoS 1; `p2p
+//! --persistent` runs against a midge with persistence on and its messages
+//! go through the store. Correctness only: no assertion here is about speed.
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -16,7 +18,17 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_midge"))
+        Broker::start_with(None)
+    }
+
+    /// `midge -p 0`, with `-c config` when given (a config without
+    /// listeners, so `-p 0` still picks the port).
+    fn start_with(config: Option<&Path>) -> Broker {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_midge"));
+        if let Some(c) = config {
+            cmd.arg("-c").arg(c);
+        }
+        let mut child = cmd
             .args(["-p", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -170,6 +182,63 @@ fn every_scenario_runs_against_midge() {
     let v = bench(&broker, &["conn", "--connections", "50", "--hold", "0"]);
     assert_eq!(v["received"], 50, "every connection got its CONNACK: {v}");
     assert_eq!(v["failed"], 0, "{v}");
+}
+
+/// A directory removed at the end of the test.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn p2p_to_persistent_sessions_through_the_store() {
+    let dir = TempDir::new("midge-bench-smoke-store");
+    let conf = dir.0.join("midge.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "persistence true\npersistence_location {}/\npersistence_sync always\n",
+            dir.0.display()
+        ),
+    )
+    .expect("write config");
+    let broker = Broker::start_with(Some(&conf));
+    let args = [
+        "p2p",
+        "--persistent",
+        "--pairs",
+        "2",
+        "--window",
+        "8",
+        "--count",
+        "300",
+    ];
+    let v = bench(&broker, &args);
+    assert_no_loss(&v);
+    assert_eq!(v["sent"], 600, "{v}");
+    assert_eq!(v["persistent"], true, "{v}");
+    // The deliveries were journaled: the store is more than its 32-byte header.
+    let len = std::fs::metadata(dir.0.join("midge.db"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(len > 1000, "store file holds {len} bytes");
+    // Same fixed client ids again: the earlier sessions are ended first, so
+    // nothing from the first run is counted twice.
+    let v = bench(&broker, &args);
+    assert_no_loss(&v);
+    assert_eq!(v["received"], 600, "{v}");
 }
 
 #[test]

@@ -8,6 +8,10 @@
 //! client with many filters, one of which matches a fan-in). Each run is
 //! bounded by `--duration` and a hard `--timeout`.
 //!
+//! `--persistent` gives the subscribers persistent sessions (clean session
+//! 0, fixed client ids), so that a broker with persistence on writes their
+//! QoS 1/2 messages to its store before acknowledging them.
+//!
 //! Counting is honest: a message counts only when a subscriber received it;
 //! loss is what was expected and never arrived, at QoS 0 too. With
 //! `--broker-pid` the broker's CPU time and resident memory are sampled from
@@ -64,7 +68,7 @@ impl Scenario {
     name = "midge_bench",
     version,
     about = "Load generator for MQTT brokers: throughput, latency, connections, subscriptions",
-    after_help = "Examples:\n  midge_bench fanin --publishers 8 --qos 0\n  midge_bench p2p latency --json --broker-pid $(pidof midge)\n  midge_bench conn --connections 10000 --source-addrs 4 --hold 5"
+    after_help = "Examples:\n  midge_bench fanin --publishers 8 --qos 0\n  midge_bench p2p latency --json --broker-pid $(pidof midge)\n  midge_bench p2p --persistent --qos 1\n  midge_bench conn --connections 10000 --source-addrs 4 --hold 5"
 )]
 pub struct Opts {
     /// Scenarios to run, one after the other.
@@ -137,6 +141,11 @@ pub struct Opts {
     /// One JSON object per scenario on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Subscribers keep persistent sessions (clean session 0, fixed client
+    /// ids midge_bench-SCENARIO-sI; any earlier session under those ids is
+    /// ended first), so QoS 1/2 messages to them go through the broker's store.
+    #[arg(long)]
+    pub persistent: bool,
     /// Extra label copied into each JSON object as "label" (e.g. the broker's name).
     #[arg(long)]
     pub label: Option<String>,

@@ -67,11 +67,14 @@ fn encode(packet: &Packet, buf: &mut BytesMut) -> Result<()> {
 }
 
 /// Opens a TCP connection and completes the MQTT handshake. Returns the
-/// stream and whatever the broker sent after the CONNACK.
+/// stream and whatever the broker sent after the CONNACK. `clean_session`
+/// false asks for a persistent session (3.1.1 clean session 0), which needs
+/// a non-empty `client_id`.
 pub async fn connect(
     target: &Target,
     source: Option<IpAddr>,
     client_id: &str,
+    clean_session: bool,
 ) -> Result<(TcpStream, BytesMut)> {
     let addr = target.addr;
     let fut = async {
@@ -94,7 +97,7 @@ pub async fn connect(
         encode(
             &Packet::Connect(Box::new(Connect {
                 protocol: VERSION,
-                clean_start: true,
+                clean_start: clean_session,
                 keep_alive: target.keep_alive,
                 client_id: client_id.into(),
                 will: None,
@@ -152,6 +155,25 @@ fn connack_meaning(code: u8) -> &'static str {
         5 => "not authorized",
         _ => "unknown",
     }
+}
+
+/// Ends any session the broker keeps under `client_id`: connects with clean
+/// session 1 and disconnects, then waits (bounded) for the broker to close
+/// the connection, so a persistent session opened next starts empty.
+pub async fn clear_session(target: &Target, source: Option<IpAddr>, client_id: &str) -> Result<()> {
+    let (stream, _) = connect(target, source, client_id, true).await?;
+    let (mut rd, mut wr) = stream.into_split();
+    disconnect(&mut wr).await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        while let Ok(n) = rd.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(())
 }
 
 /// Subscribes to every filter, `per_packet` filters per SUBSCRIBE, all

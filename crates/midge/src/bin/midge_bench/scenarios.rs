@@ -37,6 +37,12 @@ impl Ctx {
         format!("{}-{scenario}-{role}{i}", self.run_id)
     }
 
+    /// A persistent subscriber's id: the same in every run, so a broker
+    /// that restores sessions would find it again (`--persistent`).
+    fn fixed_client_id(scenario: &str, role: &str, i: usize) -> String {
+        format!("midge_bench-{scenario}-{role}{i}")
+    }
+
     fn sample(&self) -> Result<Option<ProcSample>> {
         self.opts.broker_pid.map(stats::sample_process).transpose()
     }
@@ -79,6 +85,9 @@ impl Report {
             g("expected"),
             f("loss_pct").unwrap_or(0.0),
         );
+        if g("persistent").as_bool() == Some(true) {
+            s.push_str(" (persistent sessions)");
+        }
         if let Some(p50) = f("p50_us") {
             s.push_str(&format!(
                 "\n  latency µs: p50 {} p90 {} p99 {} p99.9 {} max {}",
@@ -179,12 +188,22 @@ async fn run_flow(
     // Subscribers, connected in parallel; the slowest SUBACK sets the start.
     let sub_start = Instant::now();
     let mut connecting = JoinSet::new();
+    let persistent = o.persistent;
     for (i, spec) in subs.into_iter().enumerate() {
         let target = ctx.target.clone();
-        let id = ctx.client_id(name, "s", i);
+        let id = if persistent {
+            Ctx::fixed_client_id(name, "s", i)
+        } else {
+            ctx.client_id(name, "s", i)
+        };
         let per_packet = o.filters_per_subscribe;
         connecting.spawn(async move {
-            let (stream, buf) = mqtt::connect(&target, target.source(i), &id).await?;
+            if persistent {
+                // A session left by an earlier run would replay its queue
+                // into this run's count: end it first.
+                mqtt::clear_session(&target, target.source(i), &id).await?;
+            }
+            let (stream, buf) = mqtt::connect(&target, target.source(i), &id, !persistent).await?;
             mqtt::subscribe(stream, buf, &spec.filters, qos, per_packet).await
         });
     }
@@ -204,7 +223,7 @@ async fn run_flow(
     let mut pub_conns = Vec::new();
     for (i, (topic, rate)) in pubs.into_iter().enumerate() {
         let id = ctx.client_id(name, "p", i);
-        let (stream, buf) = mqtt::connect(&ctx.target, ctx.target.source(i + 7), &id).await?;
+        let (stream, buf) = mqtt::connect(&ctx.target, ctx.target.source(i + 7), &id, true).await?;
         pub_conns.push((stream, buf, topic, rate));
     }
     let n_pubs = pub_conns.len();
@@ -305,6 +324,7 @@ async fn run_flow(
         0.0
     };
     report.set("qos", json!(qos as u8));
+    report.set("persistent", json!(persistent));
     report.set("payload", json!(o.payload));
     report.set("publishers", json!(n_pubs));
     report.set("msgs_per_sec", json!(round3(rate)));
@@ -460,7 +480,7 @@ pub async fn conn(ctx: &Ctx) -> Result<Report> {
         let live = live.clone();
         live.add_sent(1);
         set.spawn(async move {
-            let r = mqtt::connect(&target, target.source(i), &id).await;
+            let r = mqtt::connect(&target, target.source(i), &id, true).await;
             if r.is_ok() {
                 live.add_received(1, stats::now_ns());
             }
