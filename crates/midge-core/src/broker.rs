@@ -61,6 +61,9 @@ struct Connection {
     grace: Option<Duration>,
     last_seen: Instant,
     outbox: Vec<Packet>,
+    /// Size of the last batch, to size the next one in one allocation
+    /// (growing a vector of packets copies them at every doubling).
+    last_batch: u16,
     queued_for_transmit: bool,
     closing: bool,
     /// An enhanced-authentication exchange in progress (before CONNACK, or a
@@ -105,6 +108,9 @@ impl Links {
         };
         if conn.closing {
             return false;
+        }
+        if conn.outbox.capacity() == 0 {
+            conn.outbox.reserve(usize::from(conn.last_batch).max(4));
         }
         conn.outbox.push(packet);
         if !conn.queued_for_transmit {
@@ -337,6 +343,7 @@ impl Broker {
                 grace: None,
                 last_seen: now,
                 outbox: Vec::new(),
+                last_batch: 0,
                 queued_for_transmit: false,
                 closing: false,
                 auth: None,
@@ -569,6 +576,7 @@ impl Broker {
             };
             conn.queued_for_transmit = false;
             let packets = std::mem::take(&mut conn.outbox);
+            conn.last_batch = u16::try_from(packets.len()).unwrap_or(u16::MAX);
             let close = conn.closing;
             let protocol = conn.protocol.unwrap_or(ProtocolVersion::V311);
             if close {
