@@ -671,3 +671,18 @@ def port_open(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_debug_log_traces_packets(tmp_path):
+    conf, port = simple_conf(tmp_path, "log_type debug\n")
+    proc = subprocess.Popen([str(opsupport.midge_bin()), "-c", str(conf)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: port_open(port), TIMEOUT, "the listener")
+        assert subprocess.run(["mosquitto_pub", "-p", str(port), "-i", "tracer", "-t", "a/b", "-m", "hi",
+                               "-q", "1"], timeout=10).returncode == 0
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert re.search(r"Received PUBLISH from tracer \(d0, q1, r0, m1, 'a/b', \.\.\. \(2 bytes\)\)", out), out
+    assert re.search(r"Sending PUBACK to tracer \(m1, rc0\)", out), out

@@ -367,6 +367,15 @@ impl Broker {
         }
     }
 
+    /// The client id a connection gave in CONNECT (for debug logging).
+    pub fn client_id(&self, conn: ConnId) -> Option<&str> {
+        self.links
+            .conns
+            .get(&conn)
+            .map(|c| &*c.client_id)
+            .filter(|id| !id.is_empty())
+    }
+
     /// The connection came in on a listener with a `mount_point`.
     pub fn set_mount_point(&mut self, conn: ConnId, prefix: ByteString) {
         if let Some(c) = self.links.conns.get_mut(&conn) {

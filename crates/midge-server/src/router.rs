@@ -209,7 +209,23 @@ fn handle(
             }
         }
         RouterMsg::Packets { conn, packets } => {
+            let debug = log.enabled(LogType::DEBUG);
             for p in packets {
+                if debug {
+                    let who = match &p {
+                        Packet::Connect(c) => c.client_id.to_string(),
+                        _ => broker.client_id(conn).unwrap_or("unknown").to_owned(),
+                    };
+                    let (name, details) = describe_packet(&p);
+                    crate::log!(
+                        log,
+                        LogType::DEBUG,
+                        "Received {} from {}{}",
+                        name,
+                        who,
+                        details
+                    );
+                }
                 broker.handle_packet(conn, p, now);
             }
         }
@@ -344,9 +360,24 @@ fn flush(
 ) {
     let through_store = store.filter(|s| broker.has_store_ops() || !s.idle());
     let mut held = Vec::new();
+    let debug = log.enabled(LogType::DEBUG);
     while let Some(mut t) = broker.poll_transmit() {
         let close = t.close;
         let conn = t.conn;
+        if debug {
+            let who = broker.client_id(conn).unwrap_or("unknown").to_owned();
+            for p in &t.packets {
+                let (name, details) = describe_packet(p);
+                crate::log!(
+                    log,
+                    LogType::DEBUG,
+                    "Sending {} to {}{}",
+                    name,
+                    who,
+                    details
+                );
+            }
+        }
         if let Some(p) = peers.get_mut(&conn) {
             if p.backlog.load(Ordering::Relaxed) > SLOW_READER_LIMIT {
                 let before = t.packets.len();
@@ -496,5 +527,59 @@ fn log_event(e: &BrokerEvent, peers: &HashMap<ConnId, Peer>, log: &Logger) {
             crate::log!(log, LogType::UNSUBSCRIBE, "{} {}", client_id, filter);
         }
         _ => {}
+    }
+}
+
+/// A packet as Mosquitto's debug log shows it: its name, and the details
+/// that follow the client id (`Received PUBLISH from c1 (d0, q1, r0, m1,
+/// 'topic', ... (5 bytes))`, `Sending PUBACK to c1 (m1, rc0)`).
+fn describe_packet(p: &Packet) -> (&'static str, String) {
+    let mid = |id: midge_codec::PacketId| id.get();
+    match p {
+        Packet::Connect(_) => ("CONNECT", String::new()),
+        Packet::ConnAck(a) => (
+            "CONNACK",
+            format!(" ({}, {})", u8::from(a.session_present), a.code),
+        ),
+        Packet::Publish(p) => (
+            "PUBLISH",
+            format!(
+                " (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+                u8::from(p.dup),
+                p.qos as u8,
+                u8::from(p.retain),
+                p.packet_id.map_or(0, mid),
+                p.topic,
+                p.payload.len()
+            ),
+        ),
+        Packet::PubAck(r) => (
+            "PUBACK",
+            format!(" (m{}, rc{})", mid(r.packet_id), r.reason.0),
+        ),
+        Packet::PubRec(r) => (
+            "PUBREC",
+            format!(" (m{}, rc{})", mid(r.packet_id), r.reason.0),
+        ),
+        Packet::PubRel(r) => ("PUBREL", format!(" (m{})", mid(r.packet_id))),
+        Packet::PubComp(r) => ("PUBCOMP", format!(" (m{})", mid(r.packet_id))),
+        Packet::Subscribe(s) => {
+            let filters: Vec<String> = s
+                .filters
+                .iter()
+                .map(|(f, o)| format!("{} (QoS {})", f, o.qos as u8))
+                .collect();
+            (
+                "SUBSCRIBE",
+                format!(" (m{}) {}", mid(s.packet_id), filters.join(", ")),
+            )
+        }
+        Packet::SubAck(s) => ("SUBACK", format!(" (m{})", mid(s.packet_id))),
+        Packet::Unsubscribe(u) => ("UNSUBSCRIBE", format!(" (m{})", mid(u.packet_id))),
+        Packet::UnsubAck(u) => ("UNSUBACK", format!(" (m{})", mid(u.packet_id))),
+        Packet::PingReq => ("PINGREQ", String::new()),
+        Packet::PingResp => ("PINGRESP", String::new()),
+        Packet::Disconnect(d) => ("DISCONNECT", format!(" ({})", d.reason.0)),
+        Packet::Auth(a) => ("AUTH", format!(" ({})", a.reason.0)),
     }
 }
