@@ -25,8 +25,8 @@
 mod codec;
 mod format;
 mod live;
-mod store;
 pub mod mosquitto_db;
+mod store;
 
 #[cfg(test)]
 mod tests;
