@@ -192,3 +192,14 @@ def test_retained_messages_obey_read_rules(acl_broker):
     anon = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(acl_broker.port), "-t", "#",
                            "-v", "-W", "2"], capture_output=True, text=True, timeout=15)
     assert anon.stdout.splitlines() == ["public/motd welcome"]
+
+
+def test_user_name_without_password_file_is_refused_when_anonymous_is_off(tmp_path):
+    # As Debian's Mosquitto 2.0.11: nothing to check the user name against.
+    broker = start_with_config(tmp_path, "allow_anonymous false\n")
+    try:
+        r = pub(broker, "-u", "someone", "-P", "pw", "-t", "t", "-m", "x")
+        assert r.returncode != 0
+        assert "not authori" in r.stderr.lower(), r.stderr
+    finally:
+        broker.stop()

@@ -225,44 +225,42 @@ impl Broker {
             client_id
         };
 
-        let authenticated = identity.is_some()
+        // Who the client proved to be: a TLS certificate, an enhanced
+        // authentication exchange, or a user name and password checked
+        // against the password file.
+        let mut authenticated = identity.is_some()
             || self
                 .links
                 .conns
                 .get(&conn_id)
                 .is_some_and(|c| c.auth_method.is_some());
-        // A user name is checked against the password file; a wrong
-        // password is refused as not authorised, as Mosquitto 2 does.
+        let refused = code(
+            connect_return_code::NOT_AUTHORIZED,
+            ReasonCode::NOT_AUTHORIZED,
+        );
         if let (Some(access), Some(user)) = (&self.access, &username) {
-            if access.checks_passwords()
-                && !authenticated
-                && !access.authenticate(user, password.as_deref())
-            {
-                let rc = code(
-                    connect_return_code::NOT_AUTHORIZED,
-                    ReasonCode::NOT_AUTHORIZED,
-                );
-                self.refuse(conn_id, client_id, rc);
-                return;
+            if access.checks_passwords() && !authenticated {
+                // A wrong password is refused as not authorised, as
+                // Mosquitto 2 does.
+                if !access.authenticate(user, password.as_deref()) {
+                    self.refuse(conn_id, client_id, refused);
+                    return;
+                }
+                authenticated = true;
             }
+        }
+        // Without allow_anonymous, a client must have proved who it is: a
+        // user name alone, with no password file to check it against, is
+        // refused too (Mosquitto 2.0 does the same).
+        if !self.config.allow_anonymous && !authenticated {
+            self.refuse(conn_id, client_id, refused);
+            return;
         }
         if let (Some(access), Some(w)) = (&self.access, &will) {
             if access.has_acl() && !access.can_publish(&client_id, username.as_deref(), &w.topic) {
-                let rc = code(
-                    connect_return_code::NOT_AUTHORIZED,
-                    ReasonCode::NOT_AUTHORIZED,
-                );
-                self.refuse(conn_id, client_id, rc);
+                self.refuse(conn_id, client_id, refused);
                 return;
             }
-        }
-        if !self.config.allow_anonymous && username.is_none() && !authenticated {
-            let rc = code(
-                connect_return_code::NOT_AUTHORIZED,
-                ReasonCode::NOT_AUTHORIZED,
-            );
-            self.refuse(conn_id, client_id, rc);
-            return;
         }
 
         // A will above our maximum QoS or retained when retain is off is

@@ -675,3 +675,19 @@ fn mount_point_prefixes_topics_and_filters() {
     assert_eq!(p[0].topic, "x/2");
     assert_eq!(&p[0].payload[..], b"to");
 }
+
+#[test]
+fn without_anonymous_access_a_bare_user_name_is_not_enough() {
+    // No password file to check it against: refused, as Mosquitto 2.0 does.
+    let mut h = Harness::new(BrokerConfig {
+        allow_anonymous: false,
+        ..Default::default()
+    });
+    let Packet::Connect(mut c) = connect_packet("u", true, 0, ProtocolVersion::V311) else {
+        unreachable!()
+    };
+    c.username = Some("someone".into());
+    let (conn, ack) = h.connect_with(Packet::Connect(c));
+    assert_eq!(ack.code, connect_return_code::NOT_AUTHORIZED);
+    assert!(h.is_closed(conn));
+}
