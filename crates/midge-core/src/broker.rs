@@ -68,7 +68,7 @@ struct Connection {
     closing: bool,
     /// An enhanced-authentication exchange in progress (before CONNACK, or a
     /// re-authentication after it).
-    auth: Option<PendingAuth>,
+    auth: Option<Box<PendingAuth>>,
     /// The Authentication Method this connection authenticated with.
     auth_method: Option<ByteString>,
     /// A user name proven by the transport (TLS client certificate with

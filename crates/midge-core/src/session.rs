@@ -88,9 +88,18 @@ pub struct LinkState {
     pub max_packet_out: u32,
     /// The client's Topic Alias Maximum: aliases we may use towards it.
     pub alias_out_max: u16,
-    pub aliases_out: HashMap<ByteString, u16>,
-    /// Aliases the client set towards us.
-    pub aliases_in: HashMap<u16, ByteString>,
+    /// Topic aliases in use, both ways; allocated only for a client that
+    /// uses them, so other sessions do not carry two empty maps.
+    pub aliases: Option<Box<Aliases>>,
+}
+
+/// Topic aliases of one connection (5.0).
+#[derive(Debug, Clone, Default)]
+pub struct Aliases {
+    /// Ours towards the client: topic to alias.
+    pub outgoing: HashMap<ByteString, u16>,
+    /// The client's towards us: alias to topic.
+    pub incoming: HashMap<u16, ByteString>,
 }
 
 /// A subscription as the session remembers it (the topic tree holds a copy).

@@ -57,11 +57,11 @@ impl Broker {
             AuthStep::Continue { data } => {
                 self.send_auth(conn_id, ReasonCode::CONTINUE_AUTHENTICATION, &method, data);
                 if let Some(conn) = self.links.conns.get_mut(&conn_id) {
-                    conn.auth = Some(PendingAuth {
+                    conn.auth = Some(Box::new(PendingAuth {
                         method,
                         exchange,
                         connect: Some(c),
-                    });
+                    }));
                 }
             }
         }
@@ -126,11 +126,11 @@ impl Broker {
                 if let (AuthStep::Continue { .. }, Some(conn)) =
                     (&step, self.links.conns.get_mut(&conn_id))
                 {
-                    conn.auth = Some(PendingAuth {
+                    conn.auth = Some(Box::new(PendingAuth {
                         method,
                         exchange,
                         connect: None,
-                    });
+                    }));
                 }
                 step
             }

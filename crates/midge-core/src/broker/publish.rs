@@ -46,7 +46,12 @@ impl Broker {
                     return;
                 }
                 if p.topic.is_empty() {
-                    match session.link.aliases_in.get(&alias) {
+                    match session
+                        .link
+                        .aliases
+                        .as_ref()
+                        .and_then(|a| a.incoming.get(&alias))
+                    {
                         Some(t) => p.topic = t.clone(),
                         None => {
                             // An alias never set by this connection.
@@ -55,7 +60,12 @@ impl Broker {
                         }
                     }
                 } else {
-                    session.link.aliases_in.insert(alias, p.topic.clone());
+                    session
+                        .link
+                        .aliases
+                        .get_or_insert_with(Default::default)
+                        .incoming
+                        .insert(alias, p.topic.clone());
                 }
             } else if p.topic.is_empty() {
                 self.protocol_error(conn_id, ReasonCode::PROTOCOL_ERROR, now);
@@ -646,12 +656,13 @@ fn apply_outgoing_alias(s: &mut Session, p: &mut Publish) {
     if s.link.alias_out_max == 0 {
         return;
     }
-    if let Some(&alias) = s.link.aliases_out.get(&p.topic) {
+    let aliases = &mut s.link.aliases.get_or_insert_with(Default::default).outgoing;
+    if let Some(&alias) = aliases.get(&p.topic) {
         p.properties.topic_alias = Some(alias);
         p.topic = Default::default();
-    } else if s.link.aliases_out.len() < usize::from(s.link.alias_out_max) {
-        let alias = s.link.aliases_out.len() as u16 + 1;
-        s.link.aliases_out.insert(p.topic.clone(), alias);
+    } else if aliases.len() < usize::from(s.link.alias_out_max) {
+        let alias = aliases.len() as u16 + 1;
+        aliases.insert(p.topic.clone(), alias);
         p.properties.topic_alias = Some(alias);
     }
 }
