@@ -55,6 +55,26 @@ pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
     1 + variable_int_len(body.remaining) + body.remaining
 }
 
+/// [`encoded_len`] of a PUBLISH, without building a [`Packet`] around it
+/// (the broker checks every delivery against a client's Maximum Packet Size).
+pub fn publish_encoded_len(p: &Publish, version: ProtocolVersion) -> usize {
+    let (remaining, _) = publish_body_len(p, version);
+    1 + variable_int_len(remaining) + remaining
+}
+
+/// Remaining length and property-list length of a PUBLISH. The packet id is
+/// counted from the QoS, so a copy not yet given its id is sized right.
+fn publish_body_len(p: &Publish, version: ProtocolVersion) -> (usize, usize) {
+    let v5 = version.is_v5();
+    let props = if v5 { properties_len(&p.properties) } else { 0 };
+    let id = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
+    let props_field = if v5 { with_prefix(props) } else { 0 };
+    (
+        field_len(p.topic.as_bytes()) + id + props_field + p.payload.len(),
+        props,
+    )
+}
+
 /// Sizes computed once and reused while writing.
 struct BodyLen {
     remaining: usize,
@@ -302,14 +322,7 @@ fn body_len(packet: &Packet, version: ProtocolVersion) -> BodyLen {
             let props = props_of(&c.properties);
             (2 + prefixed(props), props)
         }
-        Packet::Publish(p) => {
-            let props = props_of(&p.properties);
-            let id = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
-            (
-                field_len(p.topic.as_bytes()) + id + prefixed(props) + p.payload.len(),
-                props,
-            )
-        }
+        Packet::Publish(p) => publish_body_len(p, version),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             if v5 {
                 let (n, props) = reason_and_properties_len(r.reason, &r.properties);

@@ -13,7 +13,7 @@ pub mod properties;
 pub mod topic;
 
 pub use decode::{decode_packet, DecodeError};
-pub use encode::{encode_packet, encoded_len, EncodeError};
+pub use encode::{encode_packet, encoded_len, publish_encoded_len, EncodeError};
 pub use packet::*;
 pub use topic::{
     has_wildcard, parse_shared, validate_topic_filter, validate_topic_name, TopicError,

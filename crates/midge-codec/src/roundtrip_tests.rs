@@ -968,6 +968,9 @@ proptest! {
     fn decode_of_encode_is_identity((v, p) in version().prop_flat_map(|v| (Just(v), packet(v)))) {
         let bytes = encode(&p, v);
         prop_assert_eq!(bytes.len(), encoded_len(&p, v));
+        if let Packet::Publish(publish) = &p {
+            prop_assert_eq!(bytes.len(), crate::publish_encoded_len(publish, v));
+        }
         prop_assert_eq!(decode_as(&bytes, &p, v), Ok(Some(p)));
     }
 

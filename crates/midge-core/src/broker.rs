@@ -4,7 +4,7 @@
 //! Shaped like quinn-proto: the server calls [`Broker::handle_packet`],
 //! [`Broker::connection_lost`] and [`Broker::handle_timeout`] with the current
 //! time, then drains [`Broker::poll_transmit`] (packets to write, connections
-//! to close) and [`Broker::poll_event`] (what to log), and sleeps until
+//! to close) and [`Broker::drain_events`] (what to log), and sleeps until
 //! [`Broker::poll_timeout`]. Nothing here blocks or reads a clock.
 
 use bytestring::ByteString;
@@ -113,11 +113,18 @@ impl Links {
             conn.outbox.reserve(usize::from(conn.last_batch).max(4));
         }
         conn.outbox.push(packet);
-        if !conn.queued_for_transmit {
-            conn.queued_for_transmit = true;
-            self.dirty.push(conn_id);
-        }
+        self.mark_dirty(conn_id);
         true
+    }
+
+    /// Lists the connection for the next [`Broker::poll_transmit`], once.
+    fn mark_dirty(&mut self, conn_id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&conn_id) {
+            if !conn.queued_for_transmit {
+                conn.queued_for_transmit = true;
+                self.dirty.push(conn_id);
+            }
+        }
     }
 }
 
@@ -601,14 +608,6 @@ impl Broker {
         None
     }
 
-    pub fn poll_event(&mut self) -> Option<BrokerEvent> {
-        if self.events.is_empty() {
-            None
-        } else {
-            Some(self.events.remove(0))
-        }
-    }
-
     /// Takes every pending event at once.
     pub fn drain_events(&mut self) -> Vec<BrokerEvent> {
         std::mem::take(&mut self.events)
@@ -621,10 +620,7 @@ impl Broker {
             return;
         };
         conn.closing = true;
-        if !conn.queued_for_transmit {
-            conn.queued_for_transmit = true;
-            self.links.dirty.push(conn_id);
-        }
+        self.links.mark_dirty(conn_id);
     }
 
     /// Closes a connection: optional DISCONNECT (5.0 only), detach its session,

@@ -67,6 +67,17 @@ struct OutboxState {
     closed: bool,
 }
 
+impl OutboxState {
+    /// Next transmit; an emptied queue gives its allocation back.
+    fn pop(&mut self) -> Option<Transmit> {
+        let t = self.items.pop_front();
+        if self.items.is_empty() && self.items.capacity() > 0 {
+            self.items = Default::default();
+        }
+        t
+    }
+}
+
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Outbox")
@@ -97,22 +108,14 @@ impl Outbox {
     }
 
     fn try_recv(&self) -> Option<Transmit> {
-        let mut s = self.state.lock().ok()?;
-        let t = s.items.pop_front();
-        if s.items.is_empty() && s.items.capacity() > 0 {
-            s.items = Default::default();
-        }
-        t
+        self.state.lock().ok()?.pop()
     }
 
     async fn recv(&self) -> Option<Transmit> {
         loop {
             {
                 let mut s = self.state.lock().ok()?;
-                if let Some(t) = s.items.pop_front() {
-                    if s.items.is_empty() && s.items.capacity() > 0 {
-                        s.items = Default::default();
-                    }
+                if let Some(t) = s.pop() {
                     return Some(t);
                 }
                 if s.closed {

@@ -257,15 +257,15 @@ async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watc
             .tls
             .as_ref()
             .and_then(|t| t.read().ok().map(|g| g.clone()));
-        // Each kind of stream gets its own boxed task body: an async block
-        // with all of them inline would be as large as the largest (TLS
-        // and WebSocket state is kilobytes), and every idle plain-TCP
+        // Each kind of stream gets its own task: one async block with all
+        // of them inline would be as large as the largest (TLS and
+        // WebSocket state is kilobytes), and every idle plain-TCP
         // connection would pay for it.
         match (stream, tls) {
             (Accepted::Tcp(s), Some(tls)) => {
-                tokio::spawn(Box::pin(serve_tls(
+                tokio::spawn(serve_tls(
                     s, tls, nodelay, websockets, peer, mount, shared, slot,
-                )));
+                ));
             }
             (Accepted::Tcp(s), None) => {
                 if nodelay {

@@ -486,10 +486,9 @@ impl Broker {
         };
         let protocol = s.protocol;
         if s.link.max_packet_out > 0 {
-            let max = s.link.max_packet_out as usize;
-            let mount = s.mount.clone();
             let mut dropped = Vec::new();
-            s.inflight.retain(|f| {
+            let mut kept = std::mem::take(&mut s.inflight);
+            kept.retain(|f| {
                 if f.state != OutState::AwaitAck {
                     return true;
                 }
@@ -497,15 +496,16 @@ impl Broker {
                     &f.delivery,
                     Some(f.packet_id),
                     protocol,
-                    mount.as_ref(),
+                    s.mount.as_ref(),
                     now,
                 );
-                let fits = midge_codec::encoded_len(&Packet::Publish(p), protocol) <= max;
-                if !fits {
+                let big = super::publish::too_large(&p, s, 0);
+                if big {
                     dropped.push(f.delivery.seq);
                 }
-                fits
+                !big
             });
+            s.inflight = kept;
             for seq in dropped {
                 super::persist::unstore_delivery(&mut self.store_ops, s, seq);
                 self.stats.messages_dropped += 1;

@@ -5,7 +5,7 @@
 
 use bytestring::ByteString;
 use midge_codec::{
-    encoded_len, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS,
+    publish_encoded_len, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS,
     ReasonCode,
 };
 use std::sync::Arc;
@@ -368,22 +368,13 @@ impl Broker {
             return false;
         };
         let mut p = outgoing_publish(&d, None, s.protocol, s.mount.as_ref(), now);
-        if s.link.max_packet_out > 0 {
-            if d.qos != QoS::AtMostOnce {
-                // Size with a packet id in place.
-                p.packet_id = PacketId::new(1);
-            }
-            // A Topic Alias property may be added below (3 bytes).
-            let alias_room = if s.link.alias_out_max > 0 { 3 } else { 0 };
-            if encoded_len(&Packet::Publish(p.clone()), s.protocol) + alias_room
-                > s.link.max_packet_out as usize
-            {
-                self.stats.messages_dropped += 1;
-                unstore_delivery(&mut self.store_ops, s, d.seq);
-                return false;
-            }
+        // A Topic Alias property may be added below (3 bytes).
+        let alias_room = if s.link.alias_out_max > 0 { 3 } else { 0 };
+        if too_large(&p, s, alias_room) {
+            self.stats.messages_dropped += 1;
+            unstore_delivery(&mut self.store_ops, s, d.seq);
+            return false;
         }
-        p.packet_id = None;
         if d.qos == QoS::AtMostOnce {
             unstore_delivery(&mut self.store_ops, s, d.seq);
         } else {
@@ -648,6 +639,13 @@ pub(super) fn outgoing_publish(
         payload: msg.payload.clone(),
         properties,
     }
+}
+
+/// Whether a PUBLISH (plus `extra` bytes) is over the client's Maximum
+/// Packet Size; such a copy is dropped as if delivered ([MQTT-3.1.2-25]).
+pub(super) fn too_large(p: &Publish, s: &Session, extra: usize) -> bool {
+    s.link.max_packet_out > 0
+        && publish_encoded_len(p, s.protocol) + extra > s.link.max_packet_out as usize
 }
 
 /// Uses a topic alias towards a 5.0 client that allows them: the first
