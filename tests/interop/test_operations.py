@@ -686,3 +686,34 @@ def test_debug_log_traces_packets(tmp_path):
         out, _ = proc.communicate(timeout=10)
     assert re.search(r"Received PUBLISH from tracer \(d0, q1, r0, m1, 'a/b', \.\.\. \(2 bytes\)\)", out), out
     assert re.search(r"Sending PUBACK to tracer \(m1, rc0\)", out), out
+
+
+def test_websockets_headers_size_is_enforced(tmp_path):
+    """An upgrade request over websockets_headers_size is refused (HTTP
+    431); the same request fits under the default."""
+    import base64
+    import socket
+    small = brokers.free_port()
+    default = brokers.free_port()
+    conf, port = simple_conf(tmp_path, f"listener {small} 127.0.0.1\nprotocol websockets\n"
+                             "websockets_headers_size 300\n"
+                             f"listener {default} 127.0.0.1\nprotocol websockets\n")
+    proc = subprocess.Popen([str(opsupport.midge_bin()), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: port_open(small) and port_open(default), TIMEOUT, "the listeners")
+        key = base64.b64encode(b"0123456789abcdef").decode()
+
+        def upgrade(p: int) -> bytes:
+            req = (f"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                   f"Sec-WebSocket-Protocol: mqtt\r\nX-Padding: {'x' * 400}\r\n\r\n")
+            with socket.create_connection(("127.0.0.1", p), timeout=5) as s:
+                s.sendall(req.encode())
+                return s.recv(200)
+
+        assert upgrade(small).startswith(b"HTTP/1.1 431")
+        assert upgrade(default).startswith(b"HTTP/1.1 101")
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -68,8 +68,9 @@ pub enum Listener {
 #[derive(Debug)]
 pub struct BoundListener {
     pub listener: Listener,
-    /// `protocol websockets`.
-    pub websockets: bool,
+    /// `protocol websockets`, with `websockets_headers_size`: the largest
+    /// HTTP upgrade request accepted, in bytes. `None`: plain MQTT.
+    pub websockets: Option<usize>,
     /// `max_connections`; `None` = no limit.
     pub max_connections: Option<u32>,
     /// `set_tcp_nodelay`.
@@ -85,7 +86,7 @@ impl BoundListener {
     pub fn mqtt(listener: Listener) -> Self {
         BoundListener {
             listener,
-            websockets: false,
+            websockets: None,
             max_connections: None,
             nodelay: false,
             tls: None,
@@ -291,7 +292,7 @@ async fn serve_tls(
     s: tokio::net::TcpStream,
     tls: crate::tls::TlsSettings,
     nodelay: bool,
-    websockets: bool,
+    websockets: Option<usize>,
     peer: String,
     mount: Option<Arc<str>>,
     shared: Arc<AcceptShared>,
@@ -370,7 +371,7 @@ async fn accept(l: &Listener) -> std::io::Result<(Accepted, String)> {
 
 async fn drive<S>(
     stream: S,
-    websockets: bool,
+    websockets: Option<usize>,
     peer: String,
     identity: Option<String>,
     mount: Option<Arc<str>>,
@@ -379,11 +380,11 @@ async fn drive<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
-    if websockets {
+    if let Some(headers_limit) = websockets {
         // Boxed: the WebSocket state would otherwise size every connection's task.
         let handshake = Box::pin(tokio::time::timeout(
             Duration::from_secs(10),
-            crate::ws::accept(stream),
+            crate::ws::accept(stream, headers_limit),
         ));
         match handshake.await {
             Ok(Ok(ws)) => {

@@ -19,12 +19,31 @@ use tokio_tungstenite::WebSocketStream;
 /// subprotocol the client offered (`mqtt`, or `mqttv3.1` from 3.1 clients).
 // The error type is tungstenite's; its size is not ours to choose.
 #[allow(clippy::result_large_err)]
-pub async fn accept<S>(stream: S) -> Result<WsByteStream<S>, tokio_tungstenite::tungstenite::Error>
+/// A request whose request line and headers exceed `headers_limit` bytes
+/// (`websockets_headers_size`) is refused with HTTP 431.
+pub async fn accept<S>(
+    stream: S,
+    headers_limit: usize,
+) -> Result<WsByteStream<S>, tokio_tungstenite::tungstenite::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+    let callback = move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        let size = req.method().as_str().len()
+            + req.uri().to_string().len()
+            + 12
+            + req
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if size > headers_limit {
+            let mut refusal = ErrorResponse::new(Some("request headers too large".into()));
+            *refusal.status_mut() =
+                tokio_tungstenite::tungstenite::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+            return Err(refusal);
+        }
         let offered = req
             .headers()
             .get_all("Sec-WebSocket-Protocol")

@@ -17,7 +17,8 @@ pub async fn bind_all(config: &Config, log: &Logger) -> Result<Bound, String> {
     // take the same one, so a client gets one port for both families.
     let mut picked: Option<u16> = None;
     for l in &config.listeners {
-        let websockets = l.protocol == ListenerProtocol::Websockets;
+        let websockets = (l.protocol == ListenerProtocol::Websockets)
+            .then_some(l.websockets_headers_size as usize);
         let tls = match &l.tls {
             Some(cfg) => {
                 let settings = midge_server::tls::build(cfg)?;
@@ -100,7 +101,11 @@ pub async fn bind_all(config: &Config, log: &Logger) -> Result<Bound, String> {
                                 picked = Some(actual);
                             }
                             let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
-                            let kind = if websockets { " websockets" } else { "" };
+                            let kind = if websockets.is_some() {
+                                " websockets"
+                            } else {
+                                ""
+                            };
                             log!(
                                 log,
                                 LogType::NOTICE,
