@@ -717,3 +717,40 @@ def test_websockets_headers_size_is_enforced(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_response_information_is_given_to_clients_that_ask(tmp_path):
+    import threading
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    conf, port = simple_conf(tmp_path, "response_information replies/\n")
+    proc = subprocess.Popen([str(opsupport.midge_bin()), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: port_open(port), TIMEOUT, "the listener")
+        got = {}
+        done = threading.Event()
+
+        def on_connect(_c, _u, _flags, _rc, properties=None, *rest):
+            got["info"] = getattr(properties, "ResponseInformation", None)
+            done.set()
+
+        if hasattr(mqtt, "CallbackAPIVersion"):
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="asker", protocol=mqtt.MQTTv5)
+        else:
+            c = mqtt.Client(client_id="asker", protocol=mqtt.MQTTv5)
+        c.on_connect = on_connect
+        props = Properties(PacketTypes.CONNECT)
+        props.RequestResponseInformation = 1
+        c.connect("127.0.0.1", port, 30, properties=props)
+        c.loop_start()
+        try:
+            assert done.wait(10)
+            assert got["info"] == "replies/"
+        finally:
+            c.disconnect()
+            c.loop_stop()
+    finally:
+        proc.terminate()
+        proc.wait(10)

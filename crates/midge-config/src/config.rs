@@ -112,6 +112,10 @@ pub struct Config {
     pub max_topic_alias: u16,
     /// `max_qos`, default 2: highest QoS accepted from clients.
     pub max_qos: u8,
+    /// `response_information` (Midge only), default none: the Response
+    /// Information (MQTT 5.0 §3.2.2.3.15) sent to clients whose CONNECT asks
+    /// for it, typically a topic prefix for their responses.
+    pub response_information: Option<String>,
     /// `connect_timeout` (Midge only), default 10 seconds: a connection
     /// that sends no CONNECT in this time is closed; 0 waits forever, as
     /// Mosquitto does.
@@ -348,6 +352,7 @@ impl Config {
             max_topic_alias: 10,
             max_qos: 2,
             connect_timeout: 10,
+            response_information: None,
             sources: Vec::new(),
             options_seen: Vec::new(),
         };

@@ -165,6 +165,8 @@ pub const OPTIONS: &[MosquittoOption] = &[
     not_yet("remote_password"),
     not_yet("remote_username"),
     yes("require_certificate"),
+    // Midge's own: the Response Information given to 5.0 clients that ask.
+    yes("response_information"),
     not_yet("restart_timeout"),
     yes("retain_available"),
     yes("retained_persistence"),

@@ -724,6 +724,9 @@ impl Parser {
                 let value = l.check_range(value, 0, i64::from(u16::MAX))?;
                 self.out.max_topic_alias = u16::try_from(value).unwrap_or(10);
             }
+            "response_information" => {
+                self.out.response_information = Some(l.rest_value()?.to_owned());
+            }
             "connect_timeout" => {
                 let value = l.integer()?;
                 let value = l.check_range(value, 0, 3600)?;

@@ -674,6 +674,7 @@ fn every_supported_option_has_a_handler() {
         ("protocol", "mqtt"),
         ("queue_qos0_messages", "true"),
         ("require_certificate", "false"),
+        ("response_information", "responses/"),
         ("retain_available", "true"),
         ("retained_persistence", "false"),
         ("set_tcp_nodelay", "true"),

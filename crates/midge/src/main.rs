@@ -173,6 +173,7 @@ fn server_options(config: &Config, seed: u64) -> Result<ServerOptions, String> {
             message_size_limit: config.message_size_limit,
             id_seed: seed,
             persistence: config.persistence,
+            response_information: config.response_information.clone(),
             maximum_packet_size: config.max_packet_size,
             topic_alias_maximum: config.max_topic_alias,
             connect_timeout: (config.connect_timeout > 0)
