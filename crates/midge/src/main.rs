@@ -180,7 +180,6 @@ fn server_options(config: &Config, seed: u64) -> Result<ServerOptions, String> {
                 .then(|| Duration::from_secs(u64::from(config.connect_timeout))),
             maximum_qos: midge_codec::QoS::from_u8(config.max_qos)
                 .unwrap_or(midge_codec::QoS::ExactlyOnce),
-            ..BrokerConfig::default()
         },
         max_packet_size: config.max_packet_size as usize,
         memory_limit: config.memory_limit,
