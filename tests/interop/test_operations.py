@@ -754,3 +754,24 @@ def test_response_information_is_given_to_clients_that_ask(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_bind_interface_loopback(tmp_path):
+    """bind_interface lo: the listener serves on the loopback interface."""
+    conf, port = simple_conf(tmp_path, "")
+    text = conf.read_text().replace(f"listener {port} 127.0.0.1\n", f"listener {port}\nbind_interface lo\n")
+    conf.write_text(text)
+    proc = subprocess.Popen([str(opsupport.midge_bin()), "-c", str(conf)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: port_open(port) or proc.poll() is not None, TIMEOUT, "the listener")
+        if proc.poll() is not None:
+            out = proc.stdout.read()
+            if "Operation not permitted" in out:
+                pytest.skip("SO_BINDTODEVICE needs CAP_NET_RAW here")
+            pytest.fail(out)
+        r = subprocess.run(["mosquitto_pub", "-p", str(port), "-t", "t", "-m", "x"], timeout=10)
+        assert r.returncode == 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
