@@ -999,6 +999,72 @@ fn every_policy_survives_a_process_crash() {
     }
 }
 
+/// The pipelined group commit: fsyncs handed out by `begin_sync` run on
+/// another thread while groups, checkpoints and automatic compactions go
+/// on; each one covers what was applied before it, and nothing is lost.
+#[test]
+fn pending_syncs_run_elsewhere_and_cover_what_came_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut model = Model::default();
+    let mut rng = Rng::new(11);
+    let (syncs, syncer) = std::sync::mpsc::channel::<crate::PendingSync>();
+    let done = std::thread::spawn(move || {
+        let mut n = 0;
+        for pending in syncer {
+            pending.complete().expect("fsync");
+            n += 1;
+        }
+        n
+    });
+    {
+        // Small enough that the journal compacts itself along the way.
+        let (mut store, _) = tuned(dir.path(), 4 << 10);
+        assert!(store.begin_sync().expect("nothing yet").is_none());
+        for round in 0..300 {
+            let ops: Vec<StoreOp> = (0..1 + rng.below(5))
+                .map(|_| model.random_op(&mut rng))
+                .collect();
+            store.apply(&ops).expect("apply");
+            if round % 97 == 0 {
+                store.checkpoint().expect("checkpoint");
+            }
+            if let Some(pending) = store.begin_sync().expect("begin_sync") {
+                syncs.send(pending).expect("syncer");
+            }
+            assert_eq!(store.synced_len(), store.len());
+            // Nothing new: nothing to wait for.
+            assert!(store.begin_sync().expect("again").is_none());
+        }
+    }
+    drop(syncs);
+    let ran = done.join().expect("syncer thread");
+    assert!(ran > 100, "only {ran} pending syncs");
+    let (_, rec) = tuned(dir.path(), 1 << 30);
+    assert!(rec.warnings.is_empty(), "{:?}", rec.warnings);
+    assert_eq!(canon(&rec.state), model.state);
+}
+
+#[test]
+fn begin_sync_hands_out_nothing_unless_the_policy_waits_for_fsync() {
+    for policy in [
+        SyncPolicy::Interval(Duration::from_millis(1)),
+        SyncPolicy::Never,
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut options = StoreOptions::new(dir.path());
+        options.sync = policy;
+        let (mut store, _) = crate::open(&options).expect("open");
+        let mut model = Model::default();
+        let mut rng = Rng::new(5);
+        let ops = vec![model.random_op(&mut rng)];
+        store.apply(&ops).expect("apply");
+        assert!(
+            store.begin_sync().expect("begin_sync").is_none(),
+            "{policy:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- crashes
 
 #[derive(Debug, Clone, Copy)]
