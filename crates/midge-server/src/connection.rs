@@ -8,9 +8,12 @@ use bytes::BytesMut;
 use midge_codec::{decode_packet, encode_packet, DecodeError, Packet, ProtocolVersion};
 use midge_core::{ConnId, Transmit};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc::{self, OwnedPermit};
 
 use crate::router::RouterMsg;
 use crate::server::Counters;
@@ -54,17 +57,18 @@ pub fn transmit_weight(t: &Transmit) -> usize {
 
 /// The queue from the router to one connection's writer. Lighter than a
 /// channel (which allocates a block of slots up front): an idle connection's
-/// queue holds no allocation at all.
+/// queue holds no allocation at all, only the connection task's waker.
 #[derive(Default)]
 pub struct Outbox {
     state: std::sync::Mutex<OutboxState>,
-    notify: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct OutboxState {
     items: std::collections::VecDeque<Transmit>,
     closed: bool,
+    /// The connection task, while it waits for something to write.
+    waker: Option<Waker>,
 }
 
 impl OutboxState {
@@ -94,37 +98,49 @@ impl Outbox {
             return false;
         }
         s.items.push_back(t);
+        let waker = s.waker.take();
         drop(s);
-        self.notify.notify_one();
+        if let Some(w) = waker {
+            w.wake();
+        }
         true
     }
 
     /// No more transmits will come: the writer stops once the queue is empty.
     pub fn close(&self) {
-        if let Ok(mut s) = self.state.lock() {
-            s.closed = true;
+        let waker = match self.state.lock() {
+            Ok(mut s) => {
+                s.closed = true;
+                s.waker.take()
+            }
+            Err(_) => None,
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
-        self.notify.notify_one();
     }
 
     fn try_recv(&self) -> Option<Transmit> {
         self.state.lock().ok()?.pop()
     }
 
-    async fn recv(&self) -> Option<Transmit> {
-        loop {
-            {
-                let mut s = self.state.lock().ok()?;
-                if let Some(t) = s.pop() {
-                    return Some(t);
-                }
-                if s.closed {
-                    return None;
-                }
-            }
-            // A permit is kept if send() came in between: nothing is missed.
-            self.notify.notified().await;
+    /// The next transmit, `Ready(None)` once closed and empty; otherwise
+    /// the task is woken by the next [`Outbox::send`] or [`Outbox::close`].
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Transmit>> {
+        let Ok(mut s) = self.state.lock() else {
+            return Poll::Ready(None);
+        };
+        if let Some(t) = s.pop() {
+            return Poll::Ready(Some(t));
         }
+        if s.closed {
+            return Poll::Ready(None);
+        }
+        match &s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 
@@ -142,146 +158,316 @@ pub struct Origin {
     pub mount: Option<Arc<str>>,
 }
 
-pub async fn run_connection<S>(
+/// The future that serves one connection until it ends. The router first
+/// hears of it (`Open`) through the same queue as its packets, so nothing
+/// is read before the router knows the connection.
+pub fn run_connection<S>(
     stream: S,
     conn: ConnId,
     origin: Origin,
     router: mpsc::Sender<RouterMsg>,
     max_packet_size: usize,
     counters: Arc<Counters>,
-) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+) -> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(stream);
     let outbox = Arc::new(Outbox::default());
     let backlog = Arc::new(AtomicUsize::new(0));
-    if router
-        .send(RouterMsg::Open {
-            conn,
-            writer: outbox.clone(),
-            peer: origin.peer,
-            identity: origin.identity,
-            mount: origin.mount,
-            backlog: backlog.clone(),
-        })
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let mut reader = Reader {
+    let open = RouterMsg::Open {
         conn,
-        buf: BytesMut::new(),
-        version: None,
-        flowing: false,
-        max_packet_size,
+        writer: outbox.clone(),
+        peer: origin.peer,
+        identity: origin.identity,
+        mount: origin.mount,
+        backlog: backlog.clone(),
     };
-    // Decoded messages waiting for room in the router's queue; reading
-    // stops while there are any (back-pressure on the client).
-    let mut to_router: VecDeque<RouterMsg> = VecDeque::new();
-    // Encoded packets not yet written, and their weight in the backlog.
-    let mut out = BytesMut::new();
-    let mut out_weight = 0usize;
-    let mut reading = true;
-    // The broker closed the connection: write what is left, then stop.
-    let mut closing = false;
-    // The router let go of the connection (after Lost).
-    let mut released = false;
-    // After bad input: how long the client is given to read our answer.
-    // Boxed, and only then: a timer inline would grow every connection.
-    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    loop {
-        // Done once nothing is left to write or to tell the router.
-        if (closing || released) && out.is_empty() && (to_router.is_empty() || released) {
-            if closing {
-                let _ = tokio::time::timeout(CLOSE_GRACE, wr.shutdown()).await;
+    Connection {
+        stream,
+        reader: Reader {
+            conn,
+            buf: BytesMut::new(),
+            version: None,
+            flowing: false,
+            max_packet_size,
+        },
+        router,
+        reserve: None,
+        to_router: VecDeque::from([open]),
+        outbox,
+        backlog,
+        counters,
+        out: BytesMut::new(),
+        out_weight: 0,
+        reading: true,
+        flushing: false,
+        closing: false,
+        released: false,
+        timer: None,
+    }
+}
+
+/// Waits for room in the router's queue (only while it is full).
+type Reserve = Pin<Box<dyn Future<Output = Result<OwnedPermit<RouterMsg>, ()>> + Send>>;
+
+/// A connection's whole state, polled as one future: an idle connection
+/// costs this struct and nothing more (a `select!` loop would also hold
+/// every branch's future, and an `async fn` the state of each `.await`).
+pub struct Connection<S> {
+    stream: S,
+    reader: Reader,
+    router: mpsc::Sender<RouterMsg>,
+    /// Set while the router's queue is full.
+    reserve: Option<Reserve>,
+    /// Decoded messages waiting for room in the router's queue; reading
+    /// stops while there are any (back-pressure on the client).
+    to_router: VecDeque<RouterMsg>,
+    outbox: Arc<Outbox>,
+    backlog: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
+    /// Encoded packets not yet written, and their weight in the backlog.
+    out: BytesMut,
+    out_weight: usize,
+    reading: bool,
+    /// Everything was written; waiting for the stream to flush it.
+    flushing: bool,
+    /// The broker closed the connection: write what is left, then stop.
+    closing: bool,
+    /// The router let go of the connection (after Lost).
+    released: bool,
+    /// After bad input: how long the client is given to read our answer;
+    /// at the end, how long its shutdown may take. Boxed, and only then: a
+    /// timer inline would grow every connection.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Connection<S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            // Done once nothing is left to write or to tell the router.
+            if (this.closing || this.released)
+                && this.out.is_empty()
+                && !this.flushing
+                && (this.to_router.is_empty() || this.released)
+            {
+                return this.poll_shutdown(cx);
             }
-            return;
-        }
-        tokio::select! {
-            r = rd.read_buf(reader.room()), if reading && to_router.is_empty() => {
-                match r {
-                    Ok(n) if n > 0 => {
-                        counters.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
-                        if reader.decode(n, &mut to_router) {
-                            // Bad input: stop reading, let the broker answer.
-                            reading = false;
-                            grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
-                        }
-                    }
-                    _ => {
-                        reading = false;
-                        to_router.push_back(RouterMsg::Lost { conn });
-                    }
-                }
-            }
-            permit = router.reserve(), if !to_router.is_empty() => {
-                let Ok(permit) = permit else { return };
-                if let Some(msg) = to_router.pop_front() {
-                    permit.send(msg);
-                }
-                if to_router.is_empty() {
-                    // Do not keep the queue's allocation while idle.
-                    to_router = VecDeque::new();
-                }
-            }
-            t = outbox.recv(), if !released && !closing && out.len() < WRITE_BATCH => {
-                match t {
-                    Some(t) => {
-                        out_weight += transmit_weight(&t);
-                        closing |= encode(&t, &mut out);
-                        while !closing && out.len() < WRITE_BATCH {
-                            let Some(t) = outbox.try_recv() else { break };
-                            out_weight += transmit_weight(&t);
-                            closing |= encode(&t, &mut out);
-                        }
-                    }
-                    None => released = true,
-                }
-            }
-            w = wr.write(&out), if !out.is_empty() => {
-                match w {
-                    Ok(n) if n > 0 => {
-                        counters.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-                        let _ = out.split_to(n);
-                        if out.is_empty() {
-                            if wr.flush().await.is_err() {
-                                write_failed(&mut out, &mut reading, &mut to_router, conn, &mut closing);
-                            }
-                            release_backlog(&backlog, out_weight, &counters);
-                            out_weight = 0;
-                            // Nothing queued: give the buffer back while idle.
-                            out = BytesMut::new();
-                        }
-                    }
-                    _ => write_failed(&mut out, &mut reading, &mut to_router, conn, &mut closing),
-                }
-            }
-            _ = async { if let Some(g) = grace.as_mut() { g.await } }, if grace.is_some() => {
-                // The client did not take our answer in time.
-                grace = None;
-                to_router.push_back(RouterMsg::Lost { conn });
-                out.clear();
-                closing = true;
+            let Ok(mut progress) = this.poll_router(cx) else {
+                // The router is gone: the broker is stopping.
+                return Poll::Ready(());
+            };
+            progress |= this.poll_read(cx);
+            progress |= this.poll_outbox(cx);
+            progress |= this.poll_write(cx);
+            progress |= this.poll_timer(cx);
+            // Every branch that made no progress has registered the waker.
+            if !progress {
+                return Poll::Pending;
             }
         }
     }
 }
 
-/// A write failed: the client is gone. Tell the router (once) and stop.
-fn write_failed(
-    out: &mut BytesMut,
-    reading: &mut bool,
-    to_router: &mut VecDeque<RouterMsg>,
-    conn: ConnId,
-    closing: &mut bool,
-) {
-    out.clear();
-    if *reading {
-        *reading = false;
-        to_router.push_back(RouterMsg::Lost { conn });
+/// The router's queue is closed: the broker is stopping.
+struct RouterGone;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Hands decoded messages to the router; whether any moved.
+    fn poll_router(&mut self, cx: &mut Context<'_>) -> Result<bool, RouterGone> {
+        let mut progress = false;
+        while let Some(msg) = self.to_router.pop_front() {
+            if let Some(reserve) = self.reserve.as_mut() {
+                match reserve.as_mut().poll(cx) {
+                    Poll::Ready(Ok(permit)) => {
+                        self.reserve = None;
+                        permit.send(msg);
+                        progress = true;
+                        continue;
+                    }
+                    Poll::Ready(Err(())) => return Err(RouterGone),
+                    Poll::Pending => {
+                        self.to_router.push_front(msg);
+                        return Ok(progress);
+                    }
+                }
+            }
+            match self.router.try_send(msg) {
+                Ok(()) => progress = true,
+                Err(mpsc::error::TrySendError::Full(msg)) => {
+                    // Polled on the next turn of this loop.
+                    self.to_router.push_front(msg);
+                    let router = self.router.clone();
+                    self.reserve = Some(Box::pin(async move {
+                        router.reserve_owned().await.map_err(|_| ())
+                    }));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(RouterGone),
+            }
+        }
+        if self.to_router.capacity() > 0 {
+            // Do not keep the queue's allocation while idle.
+            self.to_router = VecDeque::new();
+        }
+        Ok(progress)
     }
-    *closing = true;
+
+    /// Reads and decodes, unless the router has not taken the last batch.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.reading || !self.to_router.is_empty() {
+            return false;
+        }
+        let read = if self.reader.buf.is_empty() && !self.reader.flowing {
+            // A quiet connection waits for data without a buffer of its
+            // own: what arrives lands on the stack and is copied.
+            let mut quiet = [0u8; QUIET_READ];
+            let mut into = ReadBuf::new(&mut quiet);
+            Pin::new(&mut self.stream)
+                .poll_read(cx, &mut into)
+                .map_ok(|()| {
+                    self.reader.buf.extend_from_slice(into.filled());
+                    into.filled().len()
+                })
+        } else {
+            let room = self.reader.room();
+            // `read_buf` keeps no state between polls: a fresh one each time.
+            std::pin::pin!(self.stream.read_buf(room)).poll(cx)
+        };
+        match read {
+            Poll::Pending => false,
+            Poll::Ready(Ok(n)) if n > 0 => {
+                self.counters
+                    .bytes_received
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                if self.reader.decode(n, &mut self.to_router) {
+                    // Bad input: stop reading, let the broker answer.
+                    self.reading = false;
+                    self.timer = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+                }
+                true
+            }
+            Poll::Ready(_) => {
+                self.reading = false;
+                self.to_router.push_back(RouterMsg::Lost {
+                    conn: self.reader.conn,
+                });
+                true
+            }
+        }
+    }
+
+    /// Encodes what the router sent, up to one write batch.
+    fn poll_outbox(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.released || self.closing || self.flushing || self.out.len() >= WRITE_BATCH {
+            return false;
+        }
+        match self.outbox.poll_recv(cx) {
+            Poll::Pending => false,
+            Poll::Ready(Some(t)) => {
+                self.out_weight += transmit_weight(&t);
+                self.closing |= encode(&t, &mut self.out);
+                while !self.closing && self.out.len() < WRITE_BATCH {
+                    let Some(t) = self.outbox.try_recv() else {
+                        break;
+                    };
+                    self.out_weight += transmit_weight(&t);
+                    self.closing |= encode(&t, &mut self.out);
+                }
+                true
+            }
+            Poll::Ready(None) => {
+                self.released = true;
+                true
+            }
+        }
+    }
+
+    /// Writes the batch, then flushes it (TLS and WebSockets buffer).
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.flushing {
+            return match Pin::new(&mut self.stream).poll_flush(cx) {
+                Poll::Pending => false,
+                Poll::Ready(Ok(())) => {
+                    self.flushing = false;
+                    release_backlog(&self.backlog, self.out_weight, &self.counters);
+                    self.out_weight = 0;
+                    // Nothing queued: give the buffer back while idle.
+                    self.out = BytesMut::new();
+                    true
+                }
+                Poll::Ready(Err(_)) => {
+                    self.write_failed();
+                    true
+                }
+            };
+        }
+        if self.out.is_empty() {
+            return false;
+        }
+        match Pin::new(&mut self.stream).poll_write(cx, &self.out) {
+            Poll::Pending => false,
+            Poll::Ready(Ok(n)) if n > 0 => {
+                self.counters
+                    .bytes_sent
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                let _ = self.out.split_to(n);
+                self.flushing = self.out.is_empty();
+                true
+            }
+            Poll::Ready(_) => {
+                self.write_failed();
+                true
+            }
+        }
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(timer) = self.timer.as_mut() else {
+            return false;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        // The client did not take our answer in time.
+        self.timer = None;
+        self.to_router.push_back(RouterMsg::Lost {
+            conn: self.reader.conn,
+        });
+        self.out.clear();
+        self.flushing = false;
+        self.closing = true;
+        true
+    }
+
+    /// The end: a connection the broker closed is shut down (the TLS
+    /// close_notify, the WebSocket close frame), for at most [`CLOSE_GRACE`].
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.closing {
+            return Poll::Ready(());
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx).map(|_| ())
+    }
+
+    /// A write failed: the client is gone. Tell the router (once) and stop.
+    fn write_failed(&mut self) {
+        self.out.clear();
+        self.flushing = false;
+        if self.reading {
+            self.reading = false;
+            self.to_router.push_back(RouterMsg::Lost {
+                conn: self.reader.conn,
+            });
+        }
+        self.closing = true;
+    }
 }
 
 /// Takes written bytes off the connection's backlog, and wakes the router
