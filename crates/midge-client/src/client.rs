@@ -413,7 +413,7 @@ impl Client {
                 PacketId::new(mid)
             },
             payload,
-            properties,
+            properties: properties.into(),
         };
         self.log(&format!(
             "sending PUBLISH (d0, q{}, r{}, m{}, '{}', ... ({} bytes))",
@@ -468,7 +468,7 @@ impl Client {
                 .iter()
                 .map(|(f, o)| (ByteString::from(f.as_str()), *o))
                 .collect(),
-            properties,
+            properties: properties.into(),
         };
         self.queue(&Packet::Subscribe(sub))?;
         self.flush().await?;
@@ -489,7 +489,7 @@ impl Client {
         self.queue(&Packet::Unsubscribe(Unsubscribe {
             packet_id,
             filters: vec![ByteString::from(filter)],
-            properties,
+            properties: properties.into(),
         }))?;
         self.flush().await?;
         Ok(mid)
@@ -505,7 +505,10 @@ impl Client {
             return Ok(());
         }
         self.log("sending DISCONNECT");
-        self.queue(&Packet::Disconnect(Disconnect { reason, properties }))?;
+        self.queue(&Packet::Disconnect(Disconnect {
+            reason,
+            properties: properties.into(),
+        }))?;
         self.flush().await?;
         let _ = self.stream.shutdown().await;
         self.closed = true;

@@ -230,7 +230,6 @@ impl Session {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use midge_codec::Properties;
 
     fn pid(n: u16) -> PacketId {
         PacketId::new(n).expect("non-zero")
@@ -248,7 +247,7 @@ mod tests {
             topic: "t".into(),
             packet_id: id.map(pid),
             payload: Bytes::from_static(b"x"),
-            properties: Properties::default(),
+            properties: Default::default(),
         }
     }
 

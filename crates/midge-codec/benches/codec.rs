@@ -3,9 +3,7 @@
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use midge_codec::{
-    decode_packet, encode_packet, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS,
-};
+use midge_codec::{decode_packet, encode_packet, Packet, PacketId, ProtocolVersion, Publish, QoS};
 use std::hint::black_box;
 
 /// Packets decoded per measured iteration.
@@ -19,7 +17,7 @@ fn publish(qos: QoS) -> Packet {
         topic: ByteString::from_static("sensors/building-1/floor-2/temperature"),
         packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(42).unwrap()),
         payload: Bytes::from(vec![0xA5; 64]),
-        properties: Properties::default(),
+        properties: Default::default(),
     })
 }
 

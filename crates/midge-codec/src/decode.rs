@@ -571,7 +571,7 @@ fn decode_unsuback(r: &mut Reader, v: ProtocolVersion) -> Result<UnsubAck> {
         return Ok(UnsubAck {
             packet_id,
             reasons: Vec::new(),
-            properties: Properties::default(),
+            properties: Props::new(),
         });
     }
     let properties = decode_properties(r, PropertyContext::UnsubAck)?;
@@ -709,15 +709,11 @@ fn check_reason(packet_type: u8, code: u8) -> Result<()> {
     }
 }
 
-fn decode_properties_if(
-    r: &mut Reader,
-    v: ProtocolVersion,
-    ctx: PropertyContext,
-) -> Result<Properties> {
+fn decode_properties_if(r: &mut Reader, v: ProtocolVersion, ctx: PropertyContext) -> Result<Props> {
     if v.is_v5() {
         decode_properties(r, ctx)
     } else {
-        Ok(Properties::default())
+        Ok(Props::new())
     }
 }
 
@@ -732,10 +728,14 @@ fn flag_byte(id: u8, value: u8) -> Result<u8> {
     }
 }
 
-fn decode_properties(r: &mut Reader, ctx: PropertyContext) -> Result<Properties> {
+/// A property list with its length prefix. An empty list allocates nothing.
+fn decode_properties(r: &mut Reader, ctx: PropertyContext) -> Result<Props> {
     let len = r.variable_int()?;
+    if len == 0 {
+        return Ok(Props::new());
+    }
     let mut r = Reader::new(r.take(usize::try_from(len).map_err(|_| DecodeError::UnexpectedEnd)?)?);
-    let mut p = Properties::default();
+    let mut p = Box::<Properties>::default();
     // Identifiers are all below 64: one bit each records "already seen".
     let mut seen: u64 = 0;
     while r.remaining() > 0 {
@@ -833,7 +833,7 @@ fn decode_properties(r: &mut Reader, ctx: PropertyContext) -> Result<Properties>
     if p.authentication_data.is_some() && p.authentication_method.is_none() {
         return Err(DecodeError::AuthDataWithoutMethod);
     }
-    Ok(p)
+    Ok(p.into())
 }
 
 #[cfg(test)]

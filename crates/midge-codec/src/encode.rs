@@ -227,7 +227,7 @@ fn write_pub_response(
 fn put_reason_and_properties(
     buf: &mut BytesMut,
     reason: ReasonCode,
-    props: &Properties,
+    props: &Props,
     body: &BodyLen,
 ) -> Result<()> {
     let empty = props.is_empty();
@@ -241,7 +241,7 @@ fn put_reason_and_properties(
     Ok(())
 }
 
-fn reason_and_properties_len(reason: ReasonCode, props: &Properties) -> (usize, usize) {
+fn reason_and_properties_len(reason: ReasonCode, props: &Props) -> (usize, usize) {
     if props.is_empty() {
         (usize::from(reason != ReasonCode::SUCCESS), 0)
     } else {
@@ -297,7 +297,7 @@ fn with_prefix(props: usize) -> usize {
 
 fn body_len(packet: &Packet, version: ProtocolVersion) -> BodyLen {
     let v5 = version.is_v5();
-    let props_of = |p: &Properties| if v5 { properties_len(p) } else { 0 };
+    let props_of = |p: &Props| if v5 { properties_len(p) } else { 0 };
     let prefixed = |n: usize| if v5 { with_prefix(n) } else { 0 };
     let (remaining, props) = match packet {
         Packet::Connect(c) => {
@@ -401,8 +401,9 @@ fn opt_len<T>(value: &Option<T>, len: impl Fn(&T) -> usize) -> usize {
 }
 
 /// Encoded size of the property list, without its length prefix.
-fn properties_len(p: &Properties) -> usize {
-    // Most packets carry no properties: skip the field-by-field sum.
+fn properties_len(p: &Props) -> usize {
+    // Most packets carry no properties (nothing allocated): skip the
+    // field-by-field sum.
     if p.is_empty() {
         return 0;
     }
@@ -445,7 +446,7 @@ fn properties_len(p: &Properties) -> usize {
     n
 }
 
-fn put_properties(buf: &mut BytesMut, p: &Properties, len: usize) -> Result<()> {
+fn put_properties(buf: &mut BytesMut, p: &Props, len: usize) -> Result<()> {
     put_variable_int(buf, len);
     if len == 0 {
         return Ok(());

@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 use bytestring::ByteString;
+use std::fmt;
 use std::num::NonZeroU16;
+use std::ops::{Deref, DerefMut};
 
 /// A packet identifier; the spec forbids zero ([MQTT-2.2.1-3]).
 pub type PacketId = NonZeroU16;
@@ -188,8 +190,166 @@ pub struct Properties {
 }
 
 impl Properties {
+    /// No property set; the same as `Properties::default()`, usable in `const`.
+    pub const EMPTY: Properties = Properties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        subscription_identifiers: Vec::new(),
+        session_expiry_interval: None,
+        assigned_client_identifier: None,
+        server_keep_alive: None,
+        authentication_method: None,
+        authentication_data: None,
+        request_problem_information: None,
+        will_delay_interval: None,
+        request_response_information: None,
+        response_information: None,
+        server_reference: None,
+        reason_string: None,
+        receive_maximum: None,
+        topic_alias_maximum: None,
+        topic_alias: None,
+        maximum_qos: None,
+        retain_available: None,
+        user_properties: Vec::new(),
+        maximum_packet_size: None,
+        wildcard_subscription_available: None,
+        subscription_identifier_available: None,
+        shared_subscription_available: None,
+    };
+
+    /// Whether no property is set.
     pub fn is_empty(&self) -> bool {
-        *self == Properties::default()
+        *self == Properties::EMPTY
+    }
+}
+
+/// What [`Props`] reads through when it holds nothing.
+static NO_PROPERTIES: Properties = Properties::EMPTY;
+
+/// The properties of a packet: a [`Properties`] boxed only when at least one
+/// is set. `Properties` is some 400 bytes and most packets (every 3.x packet,
+/// most 5.0 PUBLISHes and acknowledgements) carry none, so keeping it inline
+/// made every [`Packet`] that large and moving packets through queues costly.
+///
+/// Reads go through `Deref` (`p.properties.topic_alias` works whether or not
+/// anything is stored: an empty `Props` reads as [`Properties::EMPTY`]).
+/// Writes through `DerefMut` allocate on first use; to clear a property
+/// without allocating, use [`Props::get_mut`]. Equality, `Debug` and `Clone`
+/// go by content: an empty box equals no box, and cloning an empty `Props`
+/// does not allocate.
+#[derive(Default)]
+pub struct Props(Option<Box<Properties>>);
+
+impl Props {
+    /// No properties, without allocating.
+    pub const fn new() -> Props {
+        Props(None)
+    }
+
+    /// Whether no property is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(Properties::is_empty)
+    }
+
+    /// The stored properties, if any were allocated: lets a caller clear or
+    /// change properties that are present without allocating when there are
+    /// none.
+    pub fn get_mut(&mut self) -> Option<&mut Properties> {
+        self.0.as_deref_mut()
+    }
+
+    /// Frees the box if no property is left set (after clearing some through
+    /// [`Props::get_mut`] or `DerefMut`).
+    pub fn shrink(&mut self) {
+        if self.0.as_deref().is_some_and(Properties::is_empty) {
+            self.0 = None;
+        }
+    }
+
+    /// The properties by value (the default when there are none).
+    pub fn into_inner(self) -> Properties {
+        self.0.map_or_else(Properties::default, |b| *b)
+    }
+
+    /// Takes the properties out, leaving `self` empty.
+    pub fn take(&mut self) -> Properties {
+        std::mem::take(self).into_inner()
+    }
+}
+
+impl Deref for Props {
+    type Target = Properties;
+
+    fn deref(&self) -> &Properties {
+        self.0.as_deref().unwrap_or(&NO_PROPERTIES)
+    }
+}
+
+impl DerefMut for Props {
+    fn deref_mut(&mut self) -> &mut Properties {
+        self.0.get_or_insert_with(Default::default)
+    }
+}
+
+impl From<Properties> for Props {
+    fn from(p: Properties) -> Props {
+        if p.is_empty() {
+            Props(None)
+        } else {
+            Props(Some(Box::new(p)))
+        }
+    }
+}
+
+impl From<Box<Properties>> for Props {
+    fn from(p: Box<Properties>) -> Props {
+        if p.is_empty() {
+            Props(None)
+        } else {
+            Props(Some(p))
+        }
+    }
+}
+
+impl From<Props> for Properties {
+    fn from(p: Props) -> Properties {
+        p.into_inner()
+    }
+}
+
+impl Clone for Props {
+    fn clone(&self) -> Props {
+        match &self.0 {
+            Some(b) if !b.is_empty() => Props(Some(b.clone())),
+            _ => Props(None),
+        }
+    }
+}
+
+impl PartialEq for Props {
+    fn eq(&self, other: &Props) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            _ => **self == **other,
+        }
+    }
+}
+
+impl Eq for Props {}
+
+impl PartialEq<Properties> for Props {
+    fn eq(&self, other: &Properties) -> bool {
+        **self == *other
+    }
+}
+
+impl fmt::Debug for Props {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
     }
 }
 
@@ -201,7 +361,7 @@ pub struct LastWill {
     pub qos: QoS,
     pub retain: bool,
     /// Will properties (5.0): will delay, message expiry, content type, ...
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +375,7 @@ pub struct Connect {
     pub will: Option<LastWill>,
     pub username: Option<ByteString>,
     pub password: Option<Bytes>,
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +383,7 @@ pub struct ConnAck {
     pub session_present: bool,
     /// 3.x: connect return code (see [`connect_return_code`]); 5.0: reason code.
     pub code: u8,
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +396,7 @@ pub struct Publish {
     /// `Some` exactly when `qos` > 0.
     pub packet_id: Option<PacketId>,
     pub payload: Bytes,
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 /// PUBACK, PUBREC, PUBREL and PUBCOMP share this shape.
@@ -245,7 +405,7 @@ pub struct PubResponse {
     pub packet_id: PacketId,
     /// Always `SUCCESS` for 3.x.
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl PubResponse {
@@ -253,7 +413,7 @@ impl PubResponse {
         PubResponse {
             packet_id,
             reason: ReasonCode::SUCCESS,
-            properties: Properties::default(),
+            properties: Props::new(),
         }
     }
 }
@@ -281,7 +441,7 @@ pub struct Subscribe {
     pub packet_id: PacketId,
     /// At least one ([MQTT-3.8.3-3]).
     pub filters: Vec<(ByteString, SubscriptionOptions)>,
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,14 +449,14 @@ pub struct SubAck {
     pub packet_id: PacketId,
     /// One per filter; 3.x uses 0, 1, 2 or 0x80.
     pub reasons: Vec<ReasonCode>,
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsubscribe {
     pub packet_id: PacketId,
     pub filters: Vec<ByteString>,
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,23 +464,24 @@ pub struct UnsubAck {
     pub packet_id: PacketId,
     /// One per filter in 5.0; empty in 3.x.
     pub reasons: Vec<ReasonCode>,
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Disconnect {
     /// Always `NORMAL_DISCONNECTION` for 3.x.
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Auth {
     pub reason: ReasonCode,
-    pub properties: Properties,
+    pub properties: Props,
 }
 
-/// Every control packet. CONNECT is boxed: it is large and rare.
+/// Every control packet. CONNECT is boxed: it is large and rare. Properties
+/// are boxed inside [`Props`], so a `Packet` stays small to move.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     Connect(Box<Connect>),
@@ -360,5 +521,98 @@ impl Packet {
             Packet::Disconnect(_) => 14,
             Packet::Auth(_) => 15,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode_packet;
+    use bytes::BytesMut;
+
+    #[test]
+    fn packets_are_small() {
+        // Packets are moved through the broker's queues, once per delivery.
+        assert!(
+            std::mem::size_of::<Packet>() <= 96,
+            "{}",
+            std::mem::size_of::<Packet>()
+        );
+        assert!(
+            std::mem::size_of::<Publish>() <= 96,
+            "{}",
+            std::mem::size_of::<Publish>()
+        );
+        assert_eq!(std::mem::size_of::<Props>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn empty_props_do_not_allocate() {
+        let p = Props::default();
+        assert!(p.0.is_none() && p.is_empty());
+        assert_eq!(*p, Properties::default());
+        assert_eq!(p.topic_alias, None);
+        assert!(Props::from(Properties::default()).0.is_none());
+        assert!(p.clone().0.is_none());
+        assert!(Props::new().0.is_none());
+    }
+
+    #[test]
+    fn props_allocate_on_first_write_and_compare_by_content() {
+        let mut p = Props::new();
+        assert!(p.get_mut().is_none());
+        p.topic_alias = Some(3);
+        assert!(p.0.is_some() && !p.is_empty());
+        let q: Props = Properties {
+            topic_alias: Some(3),
+            ..Properties::default()
+        }
+        .into();
+        assert_eq!(p, q);
+        assert_eq!(p.clone(), q);
+        assert_eq!(format!("{p:?}"), format!("{:?}", *q));
+
+        // Emptied through a write: equal to nothing, and cloned as nothing.
+        p.get_mut().expect("allocated").topic_alias = None;
+        assert!(p.0.is_some() && p.is_empty());
+        assert_eq!(p, Props::new());
+        assert!(p.clone().0.is_none());
+        p.shrink();
+        assert!(p.0.is_none());
+
+        let mut r = q.clone();
+        assert_eq!(r.take().topic_alias, Some(3));
+        assert!(r.is_empty());
+        assert_eq!(q.into_inner().topic_alias, Some(3));
+    }
+
+    fn decode(bytes: &[u8], v: ProtocolVersion) -> Packet {
+        decode_packet(&mut BytesMut::from(bytes), Some(v), usize::MAX)
+            .expect("valid")
+            .expect("whole packet")
+    }
+
+    #[test]
+    fn decoding_without_properties_allocates_none() {
+        // 3.1.1 PUBLISH QoS 0, topic "a", payload "x".
+        let Packet::Publish(p) = decode(&[0x30, 4, 0, 1, b'a', b'x'], ProtocolVersion::V311) else {
+            panic!("not a PUBLISH");
+        };
+        assert!(p.properties.0.is_none());
+        // 5.0 PUBLISH with an empty property list.
+        let Packet::Publish(p) = decode(&[0x30, 5, 0, 1, b'a', 0, b'x'], ProtocolVersion::V5)
+        else {
+            panic!("not a PUBLISH");
+        };
+        assert!(p.properties.0.is_none());
+        // 5.0 PUBLISH with a Topic Alias.
+        let Packet::Publish(p) = decode(
+            &[0x30, 8, 0, 1, b'a', 3, 0x23, 0, 7, b'x'],
+            ProtocolVersion::V5,
+        ) else {
+            panic!("not a PUBLISH");
+        };
+        assert_eq!(p.properties.topic_alias, Some(7));
+        assert!(p.properties.0.is_some());
     }
 }

@@ -52,7 +52,13 @@ fn rich_properties() -> Properties {
 /// One or more valid packets of every type that `v` has.
 pub(crate) fn samples(v: ProtocolVersion) -> Vec<Packet> {
     let v5 = v.is_v5();
-    let props = |p: Properties| if v5 { p } else { Properties::default() };
+    let props = |p: Properties| -> Props {
+        if v5 {
+            p.into()
+        } else {
+            Props::new()
+        }
+    };
     let reason = |r: ReasonCode| if v5 { r } else { ReasonCode::SUCCESS };
     let mut out = vec![
         Packet::Connect(Box::new(Connect {
@@ -63,7 +69,7 @@ pub(crate) fn samples(v: ProtocolVersion) -> Vec<Packet> {
             will: None,
             username: None,
             password: None,
-            properties: Properties::default(),
+            properties: Default::default(),
         })),
         Packet::Connect(Box::new(Connect {
             protocol: v,
@@ -107,7 +113,7 @@ pub(crate) fn samples(v: ProtocolVersion) -> Vec<Packet> {
         Packet::ConnAck(ConnAck {
             session_present: false,
             code: if v5 { 0x84 } else { 1 },
-            properties: Properties::default(),
+            properties: Default::default(),
         }),
         Packet::Publish(Publish {
             dup: false,
@@ -116,7 +122,7 @@ pub(crate) fn samples(v: ProtocolVersion) -> Vec<Packet> {
             topic: bs("sensors/temp"),
             packet_id: None,
             payload: Bytes::from_static(b"21.5"),
-            properties: Properties::default(),
+            properties: Default::default(),
         }),
         Packet::Publish(Publish {
             dup: true,
@@ -140,7 +146,7 @@ pub(crate) fn samples(v: ProtocolVersion) -> Vec<Packet> {
         Packet::PubRec(PubResponse {
             packet_id: id(2),
             reason: reason(ReasonCode::NO_MATCHING_SUBSCRIBERS),
-            properties: Properties::default(),
+            properties: Default::default(),
         }),
         Packet::PubRel(PubResponse {
             packet_id: id(3),
@@ -201,7 +207,7 @@ pub(crate) fn samples(v: ProtocolVersion) -> Vec<Packet> {
         out.extend([
             Packet::Disconnect(Disconnect {
                 reason: ReasonCode::DISCONNECT_WITH_WILL,
-                properties: Properties::default(),
+                properties: Default::default(),
             }),
             Packet::Disconnect(Disconnect {
                 reason: ReasonCode::SERVER_MOVED,
@@ -209,7 +215,8 @@ pub(crate) fn samples(v: ProtocolVersion) -> Vec<Packet> {
                     server_reference: Some(bs("other:1883")),
                     session_expiry_interval: Some(0),
                     ..Properties::default()
-                },
+                }
+                .into(),
             }),
             Packet::Auth(Auth::default()),
             Packet::Auth(Auth {
@@ -218,7 +225,8 @@ pub(crate) fn samples(v: ProtocolVersion) -> Vec<Packet> {
                     authentication_method: Some(bs("SCRAM-SHA-1")),
                     authentication_data: Some(Bytes::from_static(b"abc")),
                     ..Properties::default()
-                },
+                }
+                .into(),
             }),
             Packet::Publish(Publish {
                 dup: false,
@@ -230,7 +238,8 @@ pub(crate) fn samples(v: ProtocolVersion) -> Vec<Packet> {
                 properties: Properties {
                     topic_alias: Some(1),
                     ..Properties::default()
-                },
+                }
+                .into(),
             }),
         ]);
     }
@@ -273,7 +282,7 @@ fn known_encodings() {
             V5,
             Packet::Disconnect(Disconnect {
                 reason: ReasonCode::SESSION_TAKEN_OVER,
-                properties: Properties::default(),
+                properties: Default::default(),
             }),
             &[0xE0, 1, 0x8E],
         ),
@@ -282,7 +291,7 @@ fn known_encodings() {
             Packet::ConnAck(ConnAck {
                 session_present: true,
                 code: 0,
-                properties: Properties::default(),
+                properties: Default::default(),
             }),
             &[0x20, 2, 1, 0],
         ),
@@ -291,7 +300,7 @@ fn known_encodings() {
             Packet::ConnAck(ConnAck {
                 session_present: false,
                 code: 0x86,
-                properties: Properties::default(),
+                properties: Default::default(),
             }),
             &[0x20, 3, 0, 0x86, 0],
         ),
@@ -304,7 +313,7 @@ fn known_encodings() {
                 topic: bs("a/b"),
                 packet_id: Some(id(10)),
                 payload: Bytes::from_static(b"hi"),
-                properties: Properties::default(),
+                properties: Default::default(),
             }),
             &[0x33, 9, 0, 3, b'a', b'/', b'b', 0, 10, b'h', b'i'],
         ),
@@ -318,7 +327,7 @@ fn known_encodings() {
                 will: None,
                 username: None,
                 password: None,
-                properties: Properties::default(),
+                properties: Default::default(),
             })),
             &[
                 0x10, 15, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 10, 0, 1, b'c',
@@ -330,7 +339,7 @@ fn known_encodings() {
             Packet::SubAck(SubAck {
                 packet_id: id(1),
                 reasons: vec![ReasonCode::GRANTED_QOS_2, ReasonCode::NOT_AUTHORIZED],
-                properties: rich_properties(),
+                properties: rich_properties().into(),
             }),
             &[0x90, 4, 0, 1, 2, 0x80],
         ),
@@ -351,7 +360,7 @@ fn large_remaining_lengths_round_trip() {
             topic: bs("t"),
             packet_id: None,
             payload: Bytes::from(vec![7u8; size - 3]),
-            properties: Properties::default(),
+            properties: Default::default(),
         });
         let bytes = encode(&p, V311);
         assert_eq!(bytes.len(), encoded_len(&p, V311));
@@ -392,7 +401,7 @@ fn encode_errors() {
         topic: ByteString::from("t".repeat(65_536)),
         packet_id: None,
         payload: Bytes::new(),
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     assert_eq!(
         encode_packet(&long, V311, &mut buf),
@@ -407,7 +416,7 @@ fn encode_errors() {
         topic: bs("t"),
         packet_id: None,
         payload: Bytes::from(vec![0u8; 268_435_455]),
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     assert_eq!(
         encode_packet(&huge, V311, &mut buf),
@@ -420,7 +429,7 @@ fn encode_errors() {
         topic: bs("t"),
         packet_id: None,
         payload: Bytes::new(),
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     assert!(matches!(
         encode_packet(&missing_id, V5, &mut buf),
@@ -440,7 +449,8 @@ fn encode_errors() {
         properties: Properties {
             subscription_identifiers: vec![0],
             ..Properties::default()
-        },
+        }
+        .into(),
     });
     assert_eq!(
         encode_packet(&bad_sub_id, V5, &mut buf),
@@ -721,7 +731,7 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             payload,
             qos,
             retain,
-            properties,
+            properties: properties.into(),
         });
     (
         any::<bool>(),
@@ -748,7 +758,7 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     will,
                     username,
                     password,
-                    properties,
+                    properties: properties.into(),
                 }))
             },
         )
@@ -765,7 +775,7 @@ fn connack(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             Packet::ConnAck(ConnAck {
                 session_present: sp && code == 0,
                 code,
-                properties,
+                properties: properties.into(),
             })
         },
     )
@@ -800,7 +810,7 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     topic,
                     packet_id: (!qos0).then_some(id),
                     payload,
-                    properties,
+                    properties: properties.into(),
                 })
             },
         )
@@ -816,7 +826,7 @@ fn pub_response(v: ProtocolVersion, packet_type: u8) -> impl Strategy<Value = Pa
             let r = PubResponse {
                 packet_id,
                 reason,
-                properties,
+                properties: properties.into(),
             };
             match packet_type {
                 4 => Packet::PubAck(r),
@@ -858,7 +868,7 @@ fn subscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             Packet::Subscribe(Subscribe {
                 packet_id,
                 filters,
-                properties,
+                properties: properties.into(),
             })
         })
 }
@@ -884,7 +894,7 @@ fn suback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             Packet::SubAck(SubAck {
                 packet_id,
                 reasons,
-                properties,
+                properties: properties.into(),
             })
         })
 }
@@ -899,7 +909,7 @@ fn unsubscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             Packet::Unsubscribe(Unsubscribe {
                 packet_id,
                 filters,
-                properties,
+                properties: properties.into(),
             })
         })
 }
@@ -915,19 +925,27 @@ fn unsuback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             Packet::UnsubAck(UnsubAck {
                 packet_id,
                 reasons,
-                properties,
+                properties: properties.into(),
             })
         })
 }
 
 fn disconnect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    (reason(v, 14), props_for(v, PropertyContext::Disconnect))
-        .prop_map(|(reason, properties)| Packet::Disconnect(Disconnect { reason, properties }))
+    (reason(v, 14), props_for(v, PropertyContext::Disconnect)).prop_map(|(reason, properties)| {
+        Packet::Disconnect(Disconnect {
+            reason,
+            properties: properties.into(),
+        })
+    })
 }
 
 fn auth() -> impl Strategy<Value = Packet> {
-    (reason(V5, 15), props_for(V5, PropertyContext::Auth))
-        .prop_map(|(reason, properties)| Packet::Auth(Auth { reason, properties }))
+    (reason(V5, 15), props_for(V5, PropertyContext::Auth)).prop_map(|(reason, properties)| {
+        Packet::Auth(Auth {
+            reason,
+            properties: properties.into(),
+        })
+    })
 }
 
 fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {

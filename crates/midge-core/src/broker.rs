@@ -9,8 +9,8 @@
 
 use bytestring::ByteString;
 use midge_codec::{
-    connect_return_code, ConnAck, Connect, Disconnect, LastWill, Packet, Properties,
-    ProtocolVersion, ReasonCode,
+    connect_return_code, ConnAck, Connect, Disconnect, LastWill, Packet, ProtocolVersion,
+    ReasonCode,
 };
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -271,7 +271,7 @@ impl Broker {
             payload,
             qos: midge_codec::QoS::AtMostOnce,
             retain,
-            properties: Properties::default(),
+            properties: Default::default(),
             publisher: None,
             expires_at: None,
         });
@@ -429,7 +429,7 @@ impl Broker {
             Packet::ConnAck(ConnAck {
                 session_present: false,
                 code: connect_return_code::UNACCEPTABLE_PROTOCOL_VERSION,
-                properties: Properties::default(),
+                properties: Default::default(),
             }),
         );
         self.events.push(BrokerEvent::ConnectRefused {
@@ -644,7 +644,7 @@ impl Broker {
                 conn_id,
                 Packet::Disconnect(Disconnect {
                     reason,
-                    properties: Properties::default(),
+                    properties: Default::default(),
                 }),
             );
         }
@@ -746,9 +746,11 @@ impl Broker {
             .properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));
-        let mut properties = publish::forwardable(will.properties);
-        properties.will_delay_interval = None;
-        properties.message_expiry_interval = None;
+        let mut properties = will.properties;
+        if let Some(p) = properties.get_mut() {
+            p.will_delay_interval = None;
+        }
+        let properties = publish::forwardable(properties);
         let msg = Arc::new(Message {
             topic: will.topic,
             payload: will.payload,
@@ -767,7 +769,7 @@ impl Broker {
             Packet::ConnAck(ConnAck {
                 session_present: false,
                 code,
-                properties: Properties::default(),
+                properties: Default::default(),
             }),
         );
         if let Some(c) = self.links.conns.get_mut(&conn_id) {

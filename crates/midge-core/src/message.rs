@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use midge_codec::{Properties, QoS};
+use midge_codec::{Props, QoS};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,8 +18,9 @@ pub struct Message {
     pub qos: QoS,
     /// The publisher's retain flag.
     pub retain: bool,
-    /// 5.0 properties to pass on (topic alias and subscription ids removed).
-    pub properties: Properties,
+    /// 5.0 properties to pass on (topic alias, subscription ids and message
+    /// expiry removed); boxed only when there are some.
+    pub properties: Props,
     /// Who published it (for 5.0 No Local); `None` for wills of ended sessions.
     pub publisher: Option<SessionKey>,
     /// When a 5.0 Message Expiry Interval runs out; `None` never expires.

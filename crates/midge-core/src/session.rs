@@ -48,6 +48,15 @@ impl SubIds {
         };
     }
 
+    /// Whether `ids` lists exactly these identifiers, in this order.
+    pub fn matches(&self, ids: &[u32]) -> bool {
+        match self {
+            SubIds::None => ids.is_empty(),
+            SubIds::One(a) => ids == [*a],
+            SubIds::Many(v) => v[..] == *ids,
+        }
+    }
+
     pub fn to_vec(&self) -> Vec<u32> {
         match self {
             SubIds::None => Vec::new(),

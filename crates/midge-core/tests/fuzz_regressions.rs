@@ -974,7 +974,7 @@ pub mod driver {
                     let u = Packet::Unsubscribe(Unsubscribe {
                         packet_id: pid(u16::from(inp.u8())),
                         filters,
-                        properties: Properties::default(),
+                        properties: Default::default(),
                     });
                     self.send(k, &u);
                 }
@@ -1012,7 +1012,8 @@ pub mod driver {
                                 Some(1),
                             ][usize::from(b >> 2) % 6],
                             ..Properties::default()
-                        },
+                        }
+                        .into(),
                     });
                     self.send(k, &d);
                 }
@@ -1024,7 +1025,8 @@ pub mod driver {
                             authentication_method: Some(if bit(b, 2) { "x" } else { "m" }.into()),
                             authentication_data: auth_data(b >> 3),
                             ..Properties::default()
-                        },
+                        }
+                        .into(),
                     });
                     self.send(k, &a);
                 }
@@ -1122,8 +1124,9 @@ pub mod driver {
                         message_expiry_interval: bit(w, 7).then_some(3),
                         ..Properties::default()
                     }
+                    .into()
                 } else {
-                    Properties::default()
+                    Default::default()
                 },
             }
         });
@@ -1161,7 +1164,7 @@ pub mod driver {
             will,
             username: user.then(|| "u".into()),
             password: (user && bit(h, 6)).then(|| Bytes::from_static(b"p")),
-            properties,
+            properties: properties.into(),
         }))
     }
 
@@ -1203,7 +1206,7 @@ pub mod driver {
             topic: topic.into(),
             packet_id,
             payload: payload(inp),
-            properties,
+            properties: properties.into(),
         })
     }
 
@@ -1243,7 +1246,8 @@ pub mod driver {
                     n => vec![u32::from(n)],
                 },
                 ..Properties::default()
-            },
+            }
+            .into(),
         })
     }
 

@@ -274,7 +274,11 @@ fn put_message(out: &mut BytesMut, m: &Message, clock: &Clock) -> Result<(), Cod
 /// is not a PUBLISH property, so it travels beside the packet.
 fn put_will(out: &mut BytesMut, w: &LastWill) -> Result<(), CodecError> {
     let mut properties = w.properties.clone();
-    match properties.will_delay_interval.take() {
+    let delay = properties
+        .get_mut()
+        .and_then(|p| p.will_delay_interval.take());
+    properties.shrink();
+    match delay {
         None => out.put_u8(0),
         Some(d) => {
             out.put_u8(1);
@@ -578,7 +582,9 @@ impl<'a> Reader<'a> {
         };
         let p = self.publish(true)?.ok_or(CodecError::Truncated)?;
         let mut properties = p.properties;
-        properties.will_delay_interval = delay;
+        if delay.is_some() {
+            properties.will_delay_interval = delay;
+        }
         Ok(LastWill {
             topic: p.topic,
             payload: p.payload,

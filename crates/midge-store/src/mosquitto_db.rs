@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use midge_codec::{
-    decode_packet, validate_topic_filter, validate_topic_name, Packet, Properties, ProtocolVersion,
-    QoS, RetainHandling, SubscriptionOptions,
+    decode_packet, validate_topic_filter, validate_topic_name, Packet, Props, ProtocolVersion, QoS,
+    RetainHandling, SubscriptionOptions,
 };
 use midge_core::session::{OutState, SubIds, Subscription, NEVER_EXPIRES};
 use midge_core::{Message, StoreOp, StoredState};
@@ -113,7 +113,7 @@ pub struct StoredMessage {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 /// A session (`CLIENT` chunk).
@@ -143,7 +143,7 @@ pub struct ClientMessage {
     /// 0 in (from the client), 1 out (to the client).
     pub direction: u8,
     /// The copy's own properties: its subscription identifiers.
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 /// A subscription (`SUB` chunk).
@@ -500,9 +500,9 @@ fn read_client(c: &mut Cursor, version: u32, align8: bool) -> Result<ClientChunk
 
 /// Decodes a property block as it sits in a PUBLISH (length first) by
 /// decoding a PUBLISH around it, so the rules are `midge-codec`'s.
-fn read_properties(raw: &[u8], offset: usize) -> Result<Properties, DbError> {
+fn read_properties(raw: &[u8], offset: usize) -> Result<Props, DbError> {
     if raw.is_empty() {
-        return Ok(Properties::default());
+        return Ok(Props::new());
     }
     // Topic "a" (3 bytes), QoS 0 (no packet id), properties, empty payload.
     let remaining = 3 + raw.len();
@@ -770,9 +770,12 @@ fn to_message(
     }
     let mut properties = m.properties.clone();
     // Carried by `expires_at` and per copy, as the broker keeps them.
-    properties.message_expiry_interval = None;
-    properties.topic_alias = None;
-    properties.subscription_identifiers.clear();
+    if let Some(p) = properties.get_mut() {
+        p.message_expiry_interval = None;
+        p.topic_alias = None;
+        p.subscription_identifiers.clear();
+    }
+    properties.shrink();
     Ok(Arc::new(Message {
         topic,
         payload: m.payload.clone(),

@@ -63,7 +63,7 @@ fn message(topic: &str, payload: &str, qos: QoS, expires_at: Option<Instant>) ->
         payload: Bytes::from(payload.to_string()),
         qos,
         retain: false,
-        properties,
+        properties: properties.into(),
         publisher: Some(midge_core::SessionKey(7)),
         expires_at,
     })
@@ -81,7 +81,7 @@ fn will(delay: Option<u32>) -> LastWill {
         payload: Bytes::from_static(b"gone"),
         qos: QoS::AtLeastOnce,
         retain: true,
-        properties,
+        properties: properties.into(),
     }
 }
 

@@ -264,7 +264,7 @@ pub(crate) fn connect_options(cfg: &Config) -> Result<Options, String> {
         qos: cfg.will_qos,
         retain: cfg.will_retain,
         properties: if cfg.protocol.is_v5() {
-            cfg.props.will.clone()
+            cfg.props.will.clone().into()
         } else {
             Default::default()
         },
@@ -307,7 +307,7 @@ pub(crate) fn connect_options(cfg: &Config) -> Result<Options, String> {
             will,
             username: cfg.username.as_deref().map(ByteString::from),
             password: cfg.password.clone().map(Bytes::from),
-            properties,
+            properties: properties.into(),
         },
         debug: cfg.debug,
         max_inflight: cfg.max_inflight as usize,

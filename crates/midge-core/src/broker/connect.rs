@@ -24,7 +24,7 @@ impl Broker {
             conn.protocol = Some(protocol);
         }
         let Some(method) = c.properties.authentication_method.clone() else {
-            self.finish_connect(conn_id, c, None, now);
+            self.finish_connect(conn_id, *c, None, now);
             return;
         };
         let found = self
@@ -50,7 +50,7 @@ impl Broker {
             conn.auth_method = Some(method.clone());
         }
         match step {
-            AuthStep::Success { data } => self.finish_connect(conn_id, c, data, now),
+            AuthStep::Success { data } => self.finish_connect(conn_id, *c, data, now),
             AuthStep::Fail => {
                 self.refuse(conn_id, c.client_id.clone(), ReasonCode::NOT_AUTHORIZED.0)
             }
@@ -82,7 +82,8 @@ impl Broker {
                     authentication_method: Some(method.clone()),
                     authentication_data: data,
                     ..Properties::default()
-                },
+                }
+                .into(),
             }),
         );
     }
@@ -150,7 +151,7 @@ impl Broker {
             AuthStep::Success { data } => {
                 let pending = conn.auth.take();
                 match pending.and_then(|p| p.connect) {
-                    Some(c) => self.finish_connect(conn_id, c, data, now),
+                    Some(c) => self.finish_connect(conn_id, *c, data, now),
                     None => self.send_auth(conn_id, ReasonCode::SUCCESS, &method, data),
                 }
             }
@@ -177,7 +178,7 @@ impl Broker {
     fn finish_connect(
         &mut self,
         conn_id: ConnId,
-        c: Box<Connect>,
+        c: Connect,
         auth_data: Option<Bytes>,
         now: Instant,
     ) {
@@ -190,7 +191,7 @@ impl Broker {
             username,
             password,
             properties,
-        } = *c;
+        } = c;
         let identity = self
             .links
             .conns
@@ -431,7 +432,7 @@ impl Broker {
             Packet::ConnAck(ConnAck {
                 session_present,
                 code: 0,
-                properties: ack_props,
+                properties: ack_props.into(),
             }),
         );
         self.events.push(BrokerEvent::ClientConnected {

@@ -5,7 +5,7 @@
 
 use bytestring::ByteString;
 use midge_codec::{
-    publish_encoded_len, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS,
+    publish_encoded_len, Packet, PacketId, Props, ProtocolVersion, PubResponse, Publish, QoS,
     ReasonCode,
 };
 use std::sync::Arc;
@@ -162,13 +162,11 @@ impl Broker {
                 .properties
                 .message_expiry_interval
                 .map(|s| now + Duration::from_secs(u64::from(s)));
-            let mut properties = if protocol.is_v5() {
+            let properties = if protocol.is_v5() {
                 forwardable(p.properties)
             } else {
-                Properties::default()
+                Props::new()
             };
-            // The remaining time is written per delivery.
-            properties.message_expiry_interval = None;
             let msg = Arc::new(Message {
                 topic: p.topic,
                 payload: p.payload,
@@ -183,7 +181,7 @@ impl Broker {
         let ack = |id: PacketId| PubResponse {
             packet_id: id,
             reason,
-            properties: Properties::default(),
+            properties: Default::default(),
         };
         match (qos, packet_id) {
             (QoS::AtLeastOnce, Some(id)) => {
@@ -601,11 +599,16 @@ impl Broker {
 }
 
 /// Properties a 5.0 message keeps on its way to subscribers ([MQTT-3.3.2-*]):
-/// the topic alias is per connection and subscription identifiers are the
-/// receiver's own.
-pub(super) fn forwardable(mut p: Properties) -> Properties {
-    p.topic_alias = None;
-    p.subscription_identifiers.clear();
+/// the topic alias is per connection, subscription identifiers are the
+/// receiver's own, and the Message Expiry Interval is written per delivery
+/// with the time left. Allocates nothing; drops the box if nothing is left.
+pub(super) fn forwardable(mut p: Props) -> Props {
+    if let Some(q) = p.get_mut() {
+        q.topic_alias = None;
+        q.subscription_identifiers.clear();
+        q.message_expiry_interval = None;
+    }
+    p.shrink();
     p
 }
 
@@ -622,13 +625,21 @@ pub(super) fn outgoing_publish(
         Some(m) if msg.topic.starts_with(&**m) => msg.topic.slice_ref(&msg.topic[m.len()..]),
         _ => msg.topic.clone(),
     };
+    // Written only when they differ from the message's, so a copy without
+    // properties or subscription identifiers allocates nothing, and one with
+    // properties clones them once.
     let properties = if protocol.is_v5() {
         let mut p = msg.properties.clone();
-        p.subscription_identifiers = d.sub_ids.to_vec();
-        p.message_expiry_interval = msg.remaining_expiry(now);
+        if !d.sub_ids.matches(&p.subscription_identifiers) {
+            p.subscription_identifiers = d.sub_ids.to_vec();
+        }
+        let expiry = msg.remaining_expiry(now);
+        if p.message_expiry_interval != expiry {
+            p.message_expiry_interval = expiry;
+        }
         p
     } else {
-        Properties::default()
+        Props::new()
     };
     Publish {
         dup: false,

@@ -3,8 +3,8 @@
 
 use bytestring::ByteString;
 use midge_codec::{
-    Packet, Properties, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
-    UnsubAck, Unsubscribe,
+    Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
+    Unsubscribe,
 };
 use std::time::Instant;
 
@@ -111,7 +111,7 @@ impl Broker {
             Packet::SubAck(SubAck {
                 packet_id: sub.packet_id,
                 reasons,
-                properties: Properties::default(),
+                properties: Default::default(),
             }),
         );
         // [MQTT-3.3.1-8] retained messages sent on subscribe carry retain 1.
@@ -172,7 +172,7 @@ impl Broker {
             Packet::UnsubAck(UnsubAck {
                 packet_id: u.packet_id,
                 reasons,
-                properties: Properties::default(),
+                properties: Default::default(),
             }),
         );
     }

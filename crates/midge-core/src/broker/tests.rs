@@ -34,7 +34,7 @@ pub(super) fn connect_packet(
         will: None,
         username: None,
         password: None,
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
 }
 
@@ -52,7 +52,7 @@ pub(super) fn publish(
         topic: topic.into(),
         packet_id: id.map(pid),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
-        properties: Properties::default(),
+        properties: Default::default(),
     })
 }
 
@@ -71,7 +71,7 @@ pub(super) fn subscribe(id: u16, filters: &[(&str, QoS)]) -> Packet {
                 )
             })
             .collect(),
-        properties: Properties::default(),
+        properties: Default::default(),
     })
 }
 
@@ -197,6 +197,7 @@ fn connect_accepted_and_refused_by_client_id_rules() {
     let id = ack
         .properties
         .assigned_client_identifier
+        .clone()
         .expect("assigned id");
     assert!(id.starts_with("auto-") && id.len() == 41, "{id}");
     assert_eq!(ack.properties.receive_maximum, Some(20));
@@ -443,7 +444,7 @@ fn takeover_closes_the_old_connection_and_keeps_the_session() {
             payload: Bytes::from_static(b"gone"),
             qos: QoS::AtMostOnce,
             retain: false,
-            properties: Properties::default(),
+            properties: Default::default(),
         });
         h.send(old, Packet::Connect(c));
     }
@@ -470,7 +471,7 @@ fn connect_with_will(h: &mut Harness, id: &str, keep_alive: u16) -> ConnId {
             payload: Bytes::from_static(b"bye"),
             qos: QoS::AtLeastOnce,
             retain: false,
-            properties: Properties::default(),
+            properties: Default::default(),
         });
         h.send(c, Packet::Connect(p));
     }
@@ -568,7 +569,7 @@ fn unsubscribe_stops_delivery() {
         Packet::Unsubscribe(Unsubscribe {
             packet_id: pid(2),
             filters: vec!["u/+".into()],
-            properties: Properties::default(),
+            properties: Default::default(),
         }),
     );
     assert!(matches!(h.take(sub).as_slice(), [Packet::UnsubAck(a)] if a.packet_id == pid(2)));

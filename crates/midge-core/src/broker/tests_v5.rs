@@ -5,14 +5,14 @@ use super::*;
 use crate::auth::{AuthExchange, AuthMethod, AuthStep};
 use bytes::Bytes;
 use midge_codec::{
-    Auth, PubResponse, Publish, QoS, RetainHandling, Subscribe, SubscriptionOptions,
+    Auth, Properties, PubResponse, Publish, QoS, RetainHandling, Subscribe, SubscriptionOptions,
 };
 
 fn v5_connect(h: &mut Harness, id: &str, clean: bool, props: Properties) -> (ConnId, ConnAck) {
     let Packet::Connect(mut c) = connect_packet(id, clean, 0, ProtocolVersion::V5) else {
         unreachable!()
     };
-    c.properties = props;
+    c.properties = props.into();
     h.connect_with(Packet::Connect(c))
 }
 
@@ -24,7 +24,7 @@ fn v5_publish(topic: &str, payload: &[u8], qos: QoS, id: Option<u16>, props: Pro
         topic: topic.into(),
         packet_id: id.map(pid),
         payload: Bytes::copy_from_slice(payload),
-        properties: props,
+        properties: props.into(),
     })
 }
 
@@ -35,7 +35,8 @@ fn sub_with(id: u16, filter: &str, options: SubscriptionOptions, sub_id: Option<
         properties: Properties {
             subscription_identifiers: sub_id.into_iter().collect(),
             ..Default::default()
-        },
+        }
+        .into(),
     })
 }
 
@@ -260,7 +261,8 @@ fn will_props(delay: u32) -> LastWill {
         properties: Properties {
             will_delay_interval: Some(delay),
             ..Default::default()
-        },
+        }
+        .into(),
     }
 }
 
@@ -446,7 +448,8 @@ fn disconnect_cannot_raise_session_expiry_from_zero() {
             properties: Properties {
                 session_expiry_interval: Some(60),
                 ..Default::default()
-            },
+            }
+            .into(),
         }),
     );
     assert_eq!(
@@ -515,7 +518,8 @@ fn auth_packet(reason: ReasonCode, data: &'static [u8]) -> Packet {
             authentication_method: Some("TOY".into()),
             authentication_data: Some(Bytes::from_static(data)),
             ..Default::default()
-        },
+        }
+        .into(),
     })
 }
 
@@ -537,7 +541,7 @@ fn enhanced_authentication_exchange() {
     let Packet::Connect(mut p) = connect_packet("y", true, 0, ProtocolVersion::V5) else {
         unreachable!()
     };
-    p.properties = with_method("TOY");
+    p.properties = with_method("TOY").into();
     h.send(c, Packet::Connect(p.clone()));
     assert!(
         matches!(h.take(c).as_slice(), [Packet::Auth(a)] if a.reason == ReasonCode::CONTINUE_AUTHENTICATION)
@@ -574,4 +578,68 @@ fn enhanced_authentication_exchange() {
         matches!(h.take(c).as_slice(), [Packet::ConnAck(a)] if a.code == ReasonCode::NOT_AUTHORIZED.0)
     );
     assert!(h.is_closed(c));
+}
+
+/// Deliveries with no properties to pass on carry none, without allocating
+/// (the fan-out path builds one PUBLISH per subscriber).
+#[test]
+fn deliveries_without_properties_allocate_none() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let (sub, _) = v5_connect(&mut h, "sub", true, Properties::default());
+    h.subscribe(sub, "t/#", QoS::AtLeastOnce);
+    let (tagged, _) = v5_connect(&mut h, "tagged", true, Properties::default());
+    h.send(tagged, sub_with(1, "t/#", opts(QoS::AtMostOnce), Some(9)));
+    h.take(tagged);
+    let old = h.connect("old", true);
+    h.subscribe(old, "t/#", QoS::AtMostOnce);
+    let (c, _) = v5_connect(&mut h, "pub", true, Properties::default());
+    let alias_only = Properties {
+        topic_alias: Some(1),
+        ..Default::default()
+    };
+    let with_user = Properties {
+        user_properties: vec![("k".into(), "v".into())],
+        ..Default::default()
+    };
+    h.send(
+        c,
+        v5_publish("t/a", b"1", QoS::AtMostOnce, None, Properties::default()),
+    );
+    // The topic alias is the publisher's: nothing is left to pass on.
+    h.send(
+        c,
+        v5_publish("t/b", b"2", QoS::AtMostOnce, None, alias_only),
+    );
+    h.send(c, v5_publish("t/c", b"3", QoS::AtMostOnce, None, with_user));
+    let unboxed = |mut p: Publish| p.properties.get_mut().is_none();
+    // By value: a clone would hide an empty box.
+    let owned = |packets: Vec<Packet>| -> Vec<Publish> {
+        packets
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    };
+
+    let got = owned(h.take(sub));
+    assert_eq!(got.len(), 3);
+    let mut got = got.into_iter();
+    assert!(unboxed(got.next().expect("t/a")));
+    assert!(unboxed(got.next().expect("t/b")));
+    let c3 = got.next().expect("t/c");
+    assert_eq!(c3.properties.user_properties.len(), 1);
+    assert!(!unboxed(c3));
+
+    let got = owned(h.take(tagged));
+    assert_eq!(got.len(), 3);
+    assert!(got
+        .iter()
+        .all(|p| p.properties.subscription_identifiers == [9]));
+    assert_eq!(got[2].properties.user_properties.len(), 1);
+
+    let got = owned(h.take(old));
+    assert_eq!(got.len(), 3);
+    assert!(got.into_iter().all(unboxed));
 }
