@@ -97,7 +97,9 @@ impl std::fmt::Debug for PendingAuth {
 /// from the sessions so both can be borrowed at once on the publish path.
 #[derive(Debug, Default)]
 struct Links {
-    conns: IdMap<ConnId, Connection>,
+    /// Boxed, as are the sessions: a table of boxes wastes little of its
+    /// spare capacity, a table of the structs a lot (idle connections).
+    conns: IdMap<ConnId, Box<Connection>>,
     dirty: Vec<ConnId>,
 }
 
@@ -131,17 +133,17 @@ impl Links {
 /// Session table: a slab, so a session is found by index on the publish path.
 #[derive(Debug, Default)]
 struct Sessions {
-    slots: Vec<Option<Session>>,
+    slots: Vec<Option<Box<Session>>>,
     free: Vec<u32>,
 }
 
 impl Sessions {
     fn insert(&mut self, session: Session) -> SessionKey {
         if let Some(i) = self.free.pop() {
-            self.slots[i as usize] = Some(session);
+            self.slots[i as usize] = Some(Box::new(session));
             SessionKey(i)
         } else {
-            self.slots.push(Some(session));
+            self.slots.push(Some(Box::new(session)));
             SessionKey((self.slots.len() - 1) as u32)
         }
     }
@@ -149,15 +151,15 @@ impl Sessions {
     fn remove(&mut self, key: SessionKey) -> Option<Session> {
         let s = self.slots.get_mut(key.0 as usize)?.take()?;
         self.free.push(key.0);
-        Some(s)
+        Some(*s)
     }
 
     fn get(&self, key: SessionKey) -> Option<&Session> {
-        self.slots.get(key.0 as usize)?.as_ref()
+        self.slots.get(key.0 as usize)?.as_deref()
     }
 
     fn get_mut(&mut self, key: SessionKey) -> Option<&mut Session> {
-        self.slots.get_mut(key.0 as usize)?.as_mut()
+        self.slots.get_mut(key.0 as usize)?.as_deref_mut()
     }
 
     fn len(&self) -> usize {
@@ -343,7 +345,7 @@ impl Broker {
     pub fn connection_opened(&mut self, conn: ConnId, now: Instant) {
         self.links.conns.insert(
             conn,
-            Connection {
+            Box::new(Connection {
                 session: None,
                 protocol: None,
                 client_id: ByteString::new(),
@@ -357,7 +359,7 @@ impl Broker {
                 auth_method: None,
                 identity: None,
                 mount: None,
-            },
+            }),
         );
         self.stats.connections_total += 1;
         if let Some(t) = self.config.connect_timeout {
