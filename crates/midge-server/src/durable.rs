@@ -1,13 +1,11 @@
 //! Group commit between the router and the store.
 //!
 //! The router hands each batch's store operations, together with the
-//! packets that batch produced, to the store thread. That thread takes every
-//! batch waiting and applies their operations; the fsync that makes them
-//! durable runs on a second thread, the syncer, which only then passes the
-//! packets on to the connections. A PUBACK, PUBREC or SUBACK never leaves
-//! before what it acknowledges is durable; one fsync covers as many
-//! messages as arrived while the previous one ran, and the store thread
-//! writes the next group while the disk syncs the last. Packets of batches
+//! packets that batch produced, to one store thread. That thread takes every
+//! batch waiting, applies their operations, syncs once, and only then passes
+//! the packets on to the connections: a PUBACK, PUBREC or SUBACK never
+//! leaves before what it acknowledges is durable, and one fsync covers as
+//! many messages as arrived while the previous one ran. Packets of batches
 //! with nothing to store go straight out when no batch is waiting, and
 //! behind the waiting ones otherwise, so a connection's packets keep their
 //! order.
@@ -24,18 +22,9 @@ pub trait Persistence: Send + 'static {
     fn apply(&mut self, ops: &[StoreOp]) -> Result<(), String>;
     /// Makes what was applied durable (per the store's sync policy).
     fn sync(&mut self) -> Result<(), String>;
-    /// Like [`Persistence::sync`], but may hand the fsync back, to be run on
-    /// the syncer thread while the store thread writes on; `None` when the
-    /// policy does not wait for it or nothing needs it.
-    fn begin_sync(&mut self) -> Result<Option<SyncJob>, String> {
-        self.sync().map(|()| None)
-    }
     /// Compacts the store.
     fn checkpoint(&mut self) -> Result<(), String>;
 }
-
-/// An fsync to run off the store thread; see [`Persistence::begin_sync`].
-pub type SyncJob = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 /// A store and what it recovered at start-up.
 pub struct Durability {
@@ -50,14 +39,6 @@ pub struct Durability {
 const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub(crate) type Outgoing = (Arc<crate::connection::Outbox>, Transmit);
-
-/// What the syncer gets per round of the store thread: the fsync covering
-/// the batches' operations (if any) and their packets.
-struct Synced {
-    job: Option<SyncJob>,
-    outs: Vec<Vec<Outgoing>>,
-    batches: usize,
-}
 
 enum Job {
     Batch {
@@ -83,15 +64,6 @@ impl StoreThread {
     ) -> StoreThread {
         let (jobs, rx) = std_mpsc::channel::<Job>();
         let waiting = Arc::new(AtomicUsize::new(0));
-        let (to_syncer, syncer) = std_mpsc::channel::<Synced>();
-        let syncer = std::thread::Builder::new()
-            .name("midge-sync".into())
-            .spawn({
-                let waiting = waiting.clone();
-                let log = log.clone();
-                move || run_syncer(&syncer, &waiting, &log)
-            })
-            .ok();
         let waiting2 = waiting.clone();
         let thread = std::thread::Builder::new()
             .name("midge-store".into())
@@ -156,29 +128,17 @@ impl StoreThread {
                             }
                         }
                     }
-                    let job = match store.begin_sync() {
-                        Ok(job) => job,
-                        Err(e) => {
-                            report(&log, &mut failed, &e);
-                            None
-                        }
-                    };
-                    let synced = Synced {
-                        job,
-                        outs,
-                        batches: count,
-                    };
-                    if let Err(std_mpsc::SendError(synced)) = to_syncer.send(synced) {
-                        // No syncer thread (it could not be started).
-                        release(vec![synced], &waiting2);
+                    if let Err(e) = store.sync() {
+                        report(&log, &mut failed, &e);
                     }
+                    for out in outs {
+                        for (writer, t) in out {
+                            let _ = writer.send(t);
+                        }
+                    }
+                    waiting2.fetch_sub(count, Ordering::AcqRel);
                 }
-                // Clean shutdown: the last packets out, then the store left
-                // compact.
-                drop(to_syncer);
-                if let Some(syncer) = syncer {
-                    let _ = syncer.join();
-                }
+                // Clean shutdown: leave the store compact.
                 if let Err(e) = store.sync().and_then(|_| store.checkpoint()) {
                     crate::log!(log, LogType::ERROR, "Error: final checkpoint failed: {}", e);
                 }
@@ -220,38 +180,6 @@ impl StoreThread {
             let _ = t.join();
         }
     }
-}
-
-/// The syncer thread: runs the fsyncs the store thread hands over, then
-/// lets the packets they cover go. When several rounds are waiting, the
-/// last one's fsync covers them all: the earlier rounds were written before
-/// it to the same file, or a checkpoint in between synced them.
-fn run_syncer(rounds: &std_mpsc::Receiver<Synced>, waiting: &AtomicUsize, log: &Logger) {
-    let mut failed = false;
-    while let Ok(first) = rounds.recv() {
-        let mut all = vec![first];
-        all.extend(rounds.try_iter());
-        if let Some(job) = all.iter_mut().rev().find_map(|r| r.job.take()) {
-            match job() {
-                Ok(()) => failed = false,
-                Err(e) => report(log, &mut failed, &e),
-            }
-        }
-        release(all, waiting);
-    }
-}
-
-fn release(rounds: Vec<Synced>, waiting: &AtomicUsize) {
-    let mut batches = 0;
-    for round in rounds {
-        batches += round.batches;
-        for out in round.outs {
-            for (writer, t) in out {
-                let _ = writer.send(t);
-            }
-        }
-    }
-    waiting.fetch_sub(batches, Ordering::AcqRel);
 }
 
 fn report(log: &Logger, failed: &mut bool, e: &str) {

@@ -15,6 +15,6 @@ pub mod sys;
 pub mod tls;
 pub mod ws;
 
-pub use durable::{Durability, Persistence, SyncJob};
+pub use durable::{Durability, Persistence};
 pub use log::{LogType, Logger};
 pub use server::{serve, AccessHandle, BoundListener, Control, Listener, ServerOptions};

@@ -119,28 +119,10 @@ pub trait Store: Send {
     /// Makes everything applied so far durable per the [`SyncPolicy`]
     /// (Always: fsync now).
     fn sync(&mut self) -> Result<(), StoreError>;
-    /// [`Store::sync`] for a caller that keeps writing while the fsync runs
-    /// (pipelined group commit). Under [`SyncPolicy::Always`] it returns
-    /// the fsync still to do, if anything was applied since the last one,
-    /// for another thread to [`PendingSync::complete`]; acknowledgements of
-    /// what was applied so far wait for that. Other policies sync as
-    /// [`Store::sync`] does and return `None`.
-    fn begin_sync(&mut self) -> Result<Option<PendingSync>, StoreError>;
     /// Compacts: rewrites live state only, reclaims space (SIGUSR1, clean
     /// shutdown, and on its own when the journal grows). Everything applied
     /// before it is durable when it returns, whatever the policy.
     fn checkpoint(&mut self) -> Result<(), StoreError>;
-}
-
-/// An fsync handed out by [`Store::begin_sync`], to run on another thread.
-/// It holds its own handle on the file, so it stays valid when a checkpoint
-/// replaces the file meanwhile (the checkpoint itself is synced, and it
-/// holds everything written before it).
-#[derive(Debug)]
-pub struct PendingSync {
-    file: std::fs::File,
-    path: PathBuf,
-    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// What went wrong, and on which path. Damaged contents are never an error

@@ -16,13 +16,12 @@ use midge_core::StoreOp;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Instant, UNIX_EPOCH};
 
 use crate::codec::{self, decode_op, encode_op, Clock};
 use crate::format::{self, Header, Tail, FRAME_HEADER, HEADER_LEN, MAX_RECORD};
 use crate::live::{Key, Live};
-use crate::{PendingSync, Recovery, RecoveryStats, Store, StoreError, StoreOptions, SyncPolicy};
+use crate::{Recovery, RecoveryStats, Store, StoreError, StoreOptions, SyncPolicy};
 
 /// Knobs the tests turn; the defaults are what the broker runs with.
 #[derive(Debug, Clone, Copy)]
@@ -58,8 +57,6 @@ pub(crate) struct JournalStore {
     buf: BytesMut,
     keys: Vec<(Key, std::ops::Range<usize>)>,
     failed: Option<String>,
-    /// Set by a [`PendingSync`] whose fsync failed on another thread.
-    sync_failed: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for JournalStore {
@@ -394,14 +391,10 @@ impl JournalStore {
             buf: BytesMut::new(),
             keys: Vec::new(),
             failed: None,
-            sync_failed: Arc::default(),
         }
     }
 
-    fn check(&mut self) -> Result<(), StoreError> {
-        if self.failed.is_none() {
-            self.failed = lock(&self.sync_failed).take();
-        }
+    fn check(&self) -> Result<(), StoreError> {
         match &self.failed {
             None => Ok(()),
             Some(reason) => Err(StoreError::Failed {
@@ -444,24 +437,6 @@ impl JournalStore {
     #[cfg(test)]
     pub fn synced_len(&self) -> u64 {
         self.synced_len
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl PendingSync {
-    /// Runs the fsync. Once it returns `Ok`, everything applied before
-    /// [`Store::begin_sync`] handed it out is durable. A failure also puts
-    /// the store in its failed state (see [`StoreError::Failed`]).
-    pub fn complete(self) -> Result<(), StoreError> {
-        self.file.sync_data().map_err(|e| {
-            // As in the inline fsync: the kernel may have dropped the dirty
-            // pages, so the store must not carry on as if they were written.
-            lock(&self.failed).get_or_insert_with(|| format!("fsync failed: {e}"));
-            io_err("sync", &self.path)(e)
-        })
     }
 }
 
@@ -530,34 +505,6 @@ impl Store for JournalStore {
         self.maybe_compact()
     }
 
-    fn begin_sync(&mut self) -> Result<Option<PendingSync>, StoreError> {
-        if self.policy != SyncPolicy::Always {
-            return self.sync().map(|()| None);
-        }
-        self.check()?;
-        if let Err(e) = self.maybe_compact() {
-            // The group must still become durable before it is acknowledged.
-            self.fsync()?;
-            return Err(e);
-        }
-        if self.synced_len == self.len {
-            return Ok(None);
-        }
-        let file = self
-            .file
-            .try_clone()
-            .map_err(io_err("duplicate the handle of", &self.path))?;
-        // Counted as synced now: the caller waits for the pending sync
-        // before it acknowledges anything written up to here.
-        self.synced_len = self.len;
-        self.last_fsync = Instant::now();
-        Ok(Some(PendingSync {
-            file,
-            path: self.path.clone(),
-            failed: self.sync_failed.clone(),
-        }))
-    }
-
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         // Also the way out of a failed state: the file is rewritten from
         // memory, which holds everything applied.
@@ -573,7 +520,6 @@ impl Store for JournalStore {
         self.synced_len = len;
         self.last_fsync = Instant::now();
         self.failed = None;
-        lock(&self.sync_failed).take();
         dir_synced
     }
 }

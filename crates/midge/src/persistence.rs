@@ -4,7 +4,7 @@
 
 use midge_config::{Config, PersistenceSync};
 use midge_core::StoreOp;
-use midge_server::{log, Durability, LogType, Logger, Persistence, SyncJob};
+use midge_server::{log, Durability, LogType, Logger, Persistence};
 use midge_store::{Store, StoreOptions, SyncPolicy};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,12 +18,6 @@ impl Persistence for Adapter {
 
     fn sync(&mut self) -> Result<(), String> {
         self.0.sync().map_err(|e| e.to_string())
-    }
-
-    fn begin_sync(&mut self) -> Result<Option<SyncJob>, String> {
-        let pending = self.0.begin_sync().map_err(|e| e.to_string())?;
-        Ok(pending
-            .map(|p| -> SyncJob { Box::new(move || p.complete().map_err(|e| e.to_string())) }))
     }
 
     fn checkpoint(&mut self) -> Result<(), String> {
