@@ -61,6 +61,9 @@ pub fn transmit_weight(t: &Transmit) -> usize {
 #[derive(Default)]
 pub struct Outbox {
     state: std::sync::Mutex<OutboxState>,
+    /// Transmits held for the store (waiting for what they acknowledge to
+    /// be durable): while there are any, nothing may overtake them.
+    held: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -106,6 +109,23 @@ impl Outbox {
         true
     }
 
+    /// Counts a transmit the router holds back until the store has synced.
+    pub fn hold(&self) {
+        self.held.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether transmits are held for this connection.
+    pub fn holding(&self) -> bool {
+        self.held.load(Ordering::Acquire) > 0
+    }
+
+    /// Queues a transmit that was held (see [`Outbox::hold`]).
+    pub fn send_held(&self, t: Transmit) -> bool {
+        let sent = self.send(t);
+        self.held.fetch_sub(1, Ordering::AcqRel);
+        sent
+    }
+
     /// No more transmits will come: the writer stops once the queue is empty.
     pub fn close(&self) {
         let waker = match self.state.lock() {
@@ -120,7 +140,7 @@ impl Outbox {
         }
     }
 
-    fn try_recv(&self) -> Option<Transmit> {
+    pub(crate) fn try_recv(&self) -> Option<Transmit> {
         self.state.lock().ok()?.pop()
     }
 

@@ -6,13 +6,13 @@
 
 use midge_codec::Packet;
 use midge_codec::{ProtocolVersion, ReasonCode};
-use midge_core::{Broker, BrokerEvent, ConnId, DisconnectReason};
+use midge_core::{Broker, BrokerEvent, ConnId, DisconnectReason, Transmit};
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-use crate::connection::{transmit_weight, CONGESTED, SLOW_AFTER, SLOW_READER_LIMIT};
+use crate::connection::{transmit_weight, Outbox, CONGESTED, SLOW_AFTER, SLOW_READER_LIMIT};
 use crate::durable::{Durability, StoreThread};
 use crate::log::{LogType, Logger};
 use crate::server::{Control, Counters, ServerOptions};
@@ -402,15 +402,23 @@ fn flush(
             }
             // A writer that already stopped means the socket is gone; the
             // reader reports that as Lost.
+            let mut holding = false;
             if through_store.is_some() {
-                held.push((p.writer.clone(), t));
+                if let Some(rest) = send_early(&p.writer, t) {
+                    p.writer.hold();
+                    held.push((p.writer.clone(), rest));
+                    holding = true;
+                }
             } else {
                 let _ = p.writer.send(t);
             }
-        }
-        if close {
-            if let Some(p) = peers.remove(&conn) {
-                p.writer.close();
+            if close {
+                if !holding {
+                    p.writer.close();
+                }
+                // Held, the transmit itself closes the connection once
+                // written.
+                peers.remove(&conn);
             }
         }
     }
@@ -420,6 +428,44 @@ fn flush(
     for e in broker.drain_events() {
         log_event(&e, peers, log);
     }
+}
+
+/// While the store syncs, a connection's packets wait for it, except the
+/// leading ones that acknowledge nothing: a PUBLISH at QoS 0 or 1 and a
+/// PINGRESP, when nothing is held for the connection already (its packets
+/// keep their order). A subscriber so gets its QoS 1 message before the
+/// message is durable; should the broker die first, the publisher has no
+/// PUBACK and sends it again, a duplicate QoS 1 allows. Sent early, the
+/// message is often acknowledged before the store writes it, and then it
+/// is never written. Returns what must be held.
+fn send_early(writer: &Outbox, mut t: Transmit) -> Option<Transmit> {
+    if writer.holding() {
+        return Some(t);
+    }
+    let early = t
+        .packets
+        .iter()
+        .take_while(|p| match p {
+            Packet::Publish(p) => p.qos != midge_codec::QoS::ExactlyOnce,
+            Packet::PingResp => true,
+            _ => false,
+        })
+        .count();
+    if early == t.packets.len() && !t.close {
+        let _ = writer.send(t);
+        return None;
+    }
+    if early > 0 {
+        let rest = t.packets.split_off(early);
+        let first = Transmit {
+            conn: t.conn,
+            protocol: t.protocol,
+            packets: std::mem::replace(&mut t.packets, rest),
+            close: false,
+        };
+        let _ = writer.send(first);
+    }
+    Some(t)
 }
 
 fn protocol_tag(p: ProtocolVersion) -> u8 {
@@ -581,5 +627,78 @@ fn describe_packet(p: &Packet) -> (&'static str, String) {
         Packet::PingResp => ("PINGRESP", String::new()),
         Packet::Disconnect(d) => ("DISCONNECT", format!(" ({})", d.reason.0)),
         Packet::Auth(a) => ("AUTH", format!(" ({})", a.reason.0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use midge_codec::{PacketId, PubResponse, Publish, QoS};
+
+    fn publish(qos: QoS) -> Packet {
+        Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: "t".into(),
+            packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(1).expect("id")),
+            payload: Bytes::from_static(b"m"),
+            properties: Default::default(),
+        })
+    }
+
+    fn puback() -> Packet {
+        Packet::PubAck(PubResponse::new(PacketId::new(2).expect("id")))
+    }
+
+    fn transmit(packets: Vec<Packet>, close: bool) -> Transmit {
+        Transmit {
+            conn: ConnId(1),
+            protocol: ProtocolVersion::V311,
+            packets,
+            close,
+        }
+    }
+
+    fn kinds(t: &Transmit) -> Vec<u8> {
+        t.packets.iter().map(Packet::packet_type).collect()
+    }
+
+    #[test]
+    fn publishes_go_ahead_of_the_store_acknowledgements_wait() {
+        let w = Outbox::default();
+        let t = transmit(
+            vec![
+                publish(QoS::AtLeastOnce),
+                puback(),
+                publish(QoS::AtMostOnce),
+            ],
+            false,
+        );
+        let held = send_early(&w, t).expect("the PUBACK waits");
+        assert_eq!(kinds(&held), vec![4, 3]);
+        assert_eq!(kinds(&w.try_recv().expect("sent")), vec![3]);
+        // Only publishes: nothing waits.
+        assert!(send_early(&w, transmit(vec![publish(QoS::AtLeastOnce)], false)).is_none());
+        assert!(w.try_recv().is_some());
+    }
+
+    #[test]
+    fn nothing_overtakes_what_is_held() {
+        let w = Outbox::default();
+        // QoS 2 needs the message durable first.
+        let held = send_early(&w, transmit(vec![publish(QoS::ExactlyOnce)], false));
+        assert!(held.is_some() && w.try_recv().is_none());
+        w.hold();
+        let held = send_early(&w, transmit(vec![publish(QoS::AtMostOnce)], false));
+        assert!(
+            held.is_some() && w.try_recv().is_none(),
+            "behind a held transmit"
+        );
+        assert!(w.send_held(transmit(Vec::new(), false)));
+        assert!(!w.holding());
+        // A closing transmit: its publishes go, the close waits its turn.
+        let held = send_early(&w, transmit(vec![publish(QoS::AtMostOnce)], true)).expect("held");
+        assert!(held.close && held.packets.is_empty());
     }
 }

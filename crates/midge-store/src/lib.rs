@@ -116,6 +116,10 @@ pub trait Store: Send {
     /// is recovered whole or not at all. It is durable once [`Store::sync`]
     /// returns.
     fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// Whether this delivery of the session is in the store (was applied
+    /// and not deleted): a delivery that is not need not be written only to
+    /// be deleted (see the server's group commit).
+    fn holds_delivery(&self, client_id: &str, seq: u64) -> bool;
     /// Makes everything applied so far durable per the [`SyncPolicy`]
     /// (Always: fsync now).
     fn sync(&mut self) -> Result<(), StoreError>;

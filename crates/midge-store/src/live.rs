@@ -184,6 +184,13 @@ impl<K: Ord> MapLike<K> for BTreeMap<K, Bytes> {
 }
 
 impl Live {
+    /// Whether a delivery of this session is stored.
+    pub fn has_delivery(&self, client_id: &str, seq: u64) -> bool {
+        self.sessions
+            .get(client_id)
+            .is_some_and(|s| s.deliveries.contains_key(&seq))
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes
     }

@@ -491,6 +491,10 @@ impl Store for JournalStore {
         Ok(())
     }
 
+    fn holds_delivery(&self, client_id: &str, seq: u64) -> bool {
+        self.live.has_delivery(client_id, seq)
+    }
+
     fn sync(&mut self) -> Result<(), StoreError> {
         self.check()?;
         match self.policy {

@@ -999,6 +999,40 @@ fn every_policy_survives_a_process_crash() {
     }
 }
 
+#[test]
+fn the_store_says_which_deliveries_it_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut store, _) = tuned(dir.path(), 1 << 30);
+    let put = |seq: u64| StoreOp::PutDelivery {
+        client_id: "sub".into(),
+        seq,
+        message: message("t", "payload", QoS::AtLeastOnce, None),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        sub_ids: SubIds::None,
+        state: StoredState::Queued,
+    };
+    let session = StoreOp::PutSession {
+        client_id: "sub".into(),
+        protocol: ProtocolVersion::V311,
+        expiry_interval: NEVER_EXPIRES,
+    };
+    store.apply(&[session, put(1), put(2)]).expect("apply");
+    let deleted = StoreOp::DeleteDelivery {
+        client_id: "sub".into(),
+        seq: 1,
+    };
+    store.apply(&[deleted]).expect("apply");
+    assert!(!store.holds_delivery("sub", 1));
+    assert!(store.holds_delivery("sub", 2));
+    assert!(!store.holds_delivery("other", 2));
+    // And after a restart, from what was recovered.
+    store.sync().expect("sync");
+    drop(store);
+    let (store, _) = tuned(dir.path(), 1 << 30);
+    assert!(store.holds_delivery("sub", 2) && !store.holds_delivery("sub", 1));
+}
+
 // ---------------------------------------------------------------- crashes
 
 #[derive(Debug, Clone, Copy)]

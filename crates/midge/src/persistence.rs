@@ -16,6 +16,10 @@ impl Persistence for Adapter {
         self.0.apply(ops).map_err(|e| e.to_string())
     }
 
+    fn holds_delivery(&self, client_id: &str, seq: u64) -> bool {
+        self.0.holds_delivery(client_id, seq)
+    }
+
     fn sync(&mut self) -> Result<(), String> {
         self.0.sync().map_err(|e| e.to_string())
     }
