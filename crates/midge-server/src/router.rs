@@ -9,7 +9,7 @@ use midge_codec::{ProtocolVersion, ReasonCode};
 use midge_core::{Broker, BrokerEvent, ConnId, DisconnectReason, Transmit};
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::connection::{transmit_weight, Outbox, CONGESTED, SLOW_AFTER, SLOW_READER_LIMIT};
@@ -92,23 +92,25 @@ pub async fn run_router(
     let mut congested: HashMap<ConnId, Instant> = HashMap::new();
     let mut memory = MemoryWatch::new(options.memory_limit);
     tokio::pin!(shutdown);
+    let timer = tokio::time::sleep(Duration::from_secs(86_400));
+    tokio::pin!(timer);
     loop {
         wait_for_writers(&mut congested, &peers, &counters).await;
         memory.check(&mut broker, &log);
+        // One timer for the core's next deadline and the next $SYS
+        // update, moved only when that changes: a fresh timer per turn of
+        // this loop would be registered and dropped per message.
         let deadline = broker.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                None => std::future::pending().await,
-            }
-        };
         let sys_due = sys.next_due();
-        let sys_sleep = async {
-            match sys_due {
-                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                None => std::future::pending().await,
-            }
+        let next = match (deadline, sys_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
+        if let Some(next) = next.map(tokio::time::Instant::from_std) {
+            if timer.deadline() != next {
+                timer.as_mut().reset(next);
+            }
+        }
         tokio::select! {
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
@@ -124,8 +126,15 @@ pub async fn run_router(
                     broker.handle_timeout(now);
                 }
             }
-            _ = sleep => broker.handle_timeout(Instant::now()),
-            _ = sys_sleep => sys.publish(&mut broker, Instant::now()),
+            _ = &mut timer, if next.is_some() => {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| d <= now) {
+                    broker.handle_timeout(now);
+                }
+                if sys_due.is_some_and(|d| d <= now) {
+                    sys.publish(&mut broker, now);
+                }
+            }
             line = topic_rx.recv() => {
                 if let Some(l) = line {
                     let topic = format!("$SYS/broker/log/{}", l.kind.topic_level());
