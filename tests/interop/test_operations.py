@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -775,3 +776,37 @@ def test_bind_interface_loopback(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_worker_threads_several_threads_keep_every_flow_whole(tmp_path, start, clients):
+    """worker_threads 4 (more threads than this machine's default): eight
+    publishers at QoS 1 at once, one subscriber; every message arrives, each
+    publisher's in order."""
+    conf, port = simple_conf(tmp_path, "worker_threads 4\n")
+    b = start(conf)
+    tasks = Path(f"/proc/{b.proc.pid}/task")
+    workers = [t for t in tasks.iterdir() if (t / "comm").read_text().startswith("tokio-rt-worker")]
+    assert len(workers) == 4
+    endpoint = Endpoint("127.0.0.1", port)
+    sub = clients(endpoint, client_id="w-sub")
+    sub.connect()
+    assert sub.subscribe("w/#", 1) == [1]
+    pubs = [clients(endpoint, client_id=f"w-pub{i}") for i in range(8)]
+    for p in pubs:
+        p.connect()
+    count = 50
+
+    def run(i: int) -> None:
+        for n in range(count):
+            pubs[i].publish(f"w/{i}", str(n).encode(), 1)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(pubs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    got: dict[str, list[int]] = {}
+    for _ in range(count * len(pubs)):
+        m = sub.expect_message()
+        got.setdefault(m.topic, []).append(int(m.payload))
+    assert got == {f"w/{i}": list(range(count)) for i in range(len(pubs))}

@@ -120,6 +120,10 @@ pub struct Config {
     /// that sends no CONNECT in this time is closed; 0 waits forever, as
     /// Mosquitto does.
     pub connect_timeout: u32,
+    /// `worker_threads` (Midge only): threads serving connections; `None`
+    /// (the default) leaves one core of the machine to the rest (one thread
+    /// on a two-core machine).
+    pub worker_threads: Option<u16>,
     /// The files read, in order: the main file first, then included files.
     pub sources: Vec<PathBuf>,
     /// The option names used, in order of first use, as spelled in
@@ -352,6 +356,7 @@ impl Config {
             max_topic_alias: 10,
             max_qos: 2,
             connect_timeout: 10,
+            worker_threads: None,
             response_information: None,
             sources: Vec::new(),
             options_seen: Vec::new(),

@@ -194,6 +194,8 @@ pub const OPTIONS: &[MosquittoOption] = &[
     not_yet("username"),
     yes("websockets_headers_size"),
     yes("websockets_log_level"),
+    // Midge's own: how many threads serve connections.
+    yes("worker_threads"),
 ];
 
 /// Finds the table entry for an option name as written in a file.

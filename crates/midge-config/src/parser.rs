@@ -732,6 +732,11 @@ impl Parser {
                 let value = l.check_range(value, 0, 3600)?;
                 self.out.connect_timeout = u32::try_from(value).unwrap_or(10);
             }
+            "worker_threads" => {
+                let value = l.integer()?;
+                let value = l.check_range(value, 1, 1024)?;
+                self.out.worker_threads = u16::try_from(value).ok();
+            }
             "max_qos" => {
                 let value = l.integer()?;
                 let value = l.check_range(value, 0, 2)?;

@@ -686,6 +686,7 @@ fn every_supported_option_has_a_handler() {
         ("user", "midge"),
         ("websockets_headers_size", "4096"),
         ("websockets_log_level", "0"),
+        ("worker_threads", "2"),
     ];
     let supported: Vec<&str> = OPTIONS
         .iter()
@@ -919,5 +920,18 @@ fn tls_prefix(name: &str) -> &'static str {
         "certfile /c.pem\nkeyfile /k.pem\ncafile /ca.pem\n"
     } else {
         ""
+    }
+}
+
+#[test]
+fn worker_threads_is_a_count_of_threads() {
+    assert_eq!(
+        parse("worker_threads 3\n").expect("valid").worker_threads,
+        Some(3)
+    );
+    assert_eq!(parse("").expect("valid").worker_threads, None);
+    for bad in ["0", "1025", "many"] {
+        let e = parse(&format!("worker_threads {bad}\n")).expect_err(bad);
+        assert!(e.to_string().starts_with("m.conf:1: "), "{e}");
     }
 }
