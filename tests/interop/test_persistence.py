@@ -149,6 +149,64 @@ def test_sigkill_mid_stream_loses_no_acknowledged_qos1_message(tmp_path, sync):
         broker.stop()
 
 
+def test_sigkill_with_the_subscriber_online_loses_no_acknowledged_message(tmp_path):
+    """The persistent subscriber is online: the broker sends it QoS 1
+    messages before they are durable and never writes those it acknowledges
+    in time. After a SIGKILL mid-stream, every message the publisher saw
+    acknowledged reached the subscriber, before the kill or after the
+    restart."""
+    store = tmp_path / "store"
+    store.mkdir()
+    port = free_port()
+    broker = start_on(tmp_path, port, store)
+    before: list[bytes] = []
+    sub = paho_client("online-keeper", clean=False)
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = lambda _c, _u, m: before.append(m.payload)
+    sub.connect("127.0.0.1", port, 30)
+    sub.loop_start()
+    sub.subscribe("stream/#", 1)
+    assert subscribed.wait(10)
+
+    acked_mids: list[int] = []
+    sent: dict[int, bytes] = {}
+    pub = paho_client("online-streamer", clean=True)
+    pub.on_publish = lambda _c, _u, mid, *rest: acked_mids.append(mid)
+    pub.connect("127.0.0.1", port, 30)
+    pub.loop_start()
+    stop = threading.Event()
+
+    def stream():
+        i = 0
+        while not stop.is_set() and i < 60000:
+            info = pub.publish("stream/x", f"m{i}".encode(), qos=1)
+            sent[info.mid] = f"m{i}".encode()
+            i += 1
+            if i % 50 == 0:
+                time.sleep(0.001)
+
+    t = threading.Thread(target=stream, daemon=True)
+    t.start()
+    wait_until(lambda: len(acked_mids) >= 2000, 30, "2000 acknowledged messages")
+    broker.proc.kill()  # SIGKILL, mid-stream
+    broker.proc.wait(10)
+    stop.set()
+    t.join(5)
+    pub.loop_stop()
+    sub.loop_stop()
+    acknowledged = {sent[m] for m in list(acked_mids)}
+    assert before, "the subscriber got nothing while online"
+
+    broker = start_on(tmp_path, port, store)
+    try:
+        after = collect(port, "online-keeper", "stream/#", 1)
+        missing = acknowledged - set(before) - set(after)
+        assert not missing, f"{len(missing)} acknowledged messages lost, e.g. {sorted(missing)[:5]}"
+    finally:
+        broker.stop()
+
+
 def test_qos2_after_sigkill_is_exactly_once(tmp_path):
     store = tmp_path / "store"
     store.mkdir()
