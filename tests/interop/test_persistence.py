@@ -276,3 +276,26 @@ def test_damaged_store_is_set_aside_and_the_broker_starts(tmp_path):
         assert r.returncode == 0
     finally:
         broker.stop()
+
+
+def test_a_second_broker_on_the_same_store_is_refused(tmp_path):
+    """Two brokers must not write one journal: the second refuses to start,
+    says why, and the first keeps serving."""
+    store = tmp_path / "store"
+    store.mkdir()
+    port = free_port()
+    broker = start_on(tmp_path, port, store)
+    try:
+        other = tmp_path / "other"
+        other.mkdir()
+        conf = other / "second.conf"
+        conf.write_text(f"listener {free_port()} 127.0.0.1\nallow_anonymous true\n"
+                        f"persistence true\npersistence_location {store}/\n")
+        r = subprocess.run([str(midge_bin()), "-c", str(conf)], capture_output=True, text=True, timeout=20)
+        assert r.returncode != 0
+        assert "held by another process" in r.stdout + r.stderr, r.stdout + r.stderr
+        r = subprocess.run(["mosquitto_pub", "-p", str(port), "-t", "still/here", "-m", "x", "-q", "1"],
+                           capture_output=True, timeout=10)
+        assert r.returncode == 0
+    finally:
+        broker.stop()

@@ -152,4 +152,11 @@ pub enum StoreError {
     /// checkpoint rewrites the store from memory (or a restart recovers it).
     #[error("{} refuses writes after an earlier failure: {reason}", path.display())]
     Failed { path: PathBuf, reason: String },
+    /// Another process has the store open (its lock file is held).
+    #[error(
+        "{} is held by another process using this store (another midge, or midge_db_import): \
+         stop it, or give this broker its own persistence_location",
+        path.display()
+    )]
+    Locked { path: PathBuf },
 }

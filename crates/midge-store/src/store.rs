@@ -13,6 +13,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use midge_core::StoreOp;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -57,6 +59,8 @@ pub(crate) struct JournalStore {
     buf: BytesMut,
     keys: Vec<(Key, std::ops::Range<usize>)>,
     failed: Option<String>,
+    /// `<file>.lock`, held while the store is open (see [`lock`]).
+    _lock: Option<Flock<File>>,
 }
 
 impl std::fmt::Debug for JournalStore {
@@ -91,6 +95,28 @@ pub fn open(options: &StoreOptions) -> Result<(Box<dyn Store>, Recovery), StoreE
     Ok((Box::new(store), recovery))
 }
 
+/// Takes `<file>.lock` beside the store, for as long as the store is open:
+/// a second broker (or `midge_db_import`) opening the same store is refused
+/// instead of writing over the first one's journal. The lock is the
+/// kernel's (flock), so it goes with the process, however that ends.
+fn lock(dir: &Path, file_name: &str) -> Result<Flock<File>, StoreError> {
+    let path = dir.join(format!("{file_name}.lock"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err("open the lock file", &path))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == Errno::EWOULDBLOCK {
+            StoreError::Locked { path }
+        } else {
+            io_err("lock", &path)(io::Error::from(e))
+        }
+    })
+}
+
 pub(crate) fn open_tuned(
     options: &StoreOptions,
     tuning: Tuning,
@@ -98,6 +124,7 @@ pub(crate) fn open_tuned(
     let started = Instant::now();
     let dir = options.dir.clone();
     fs::create_dir_all(&dir).map_err(io_err("create the directory", &dir))?;
+    let lock = lock(&dir, &options.file_name)?;
     let path = options.path();
     let tmp_path = dir.join(format!("{}.tmp", options.file_name));
     let mut warnings = Vec::new();
@@ -230,6 +257,7 @@ pub(crate) fn open_tuned(
             live,
         )
     };
+    store._lock = Some(lock);
     if !cleanup.is_empty() {
         // Expired or unreadable entries left out of the restored state go
         // from the store too (redone at the next start if this is lost).
@@ -391,6 +419,7 @@ impl JournalStore {
             buf: BytesMut::new(),
             keys: Vec::new(),
             failed: None,
+            _lock: None,
         }
     }
 

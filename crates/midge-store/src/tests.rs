@@ -1312,3 +1312,23 @@ fn recovery_time_for_a_million_queued_messages() {
         drop(store);
     }
 }
+
+#[test]
+fn a_store_open_elsewhere_is_refused_until_it_is_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions::new(dir.path());
+    let (first, _) = crate::open(&options).expect("open");
+    match crate::open(&options) {
+        Err(e @ crate::StoreError::Locked { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("midge.db.lock"), "{text}");
+            assert!(text.contains("another process"), "{text}");
+        }
+        other => panic!(
+            "a second opener must be refused, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    drop(first);
+    crate::open(&options).expect("free again once the first is closed");
+}
