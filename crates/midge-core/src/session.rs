@@ -80,6 +80,120 @@ pub struct Delivery {
     pub seq: u64,
 }
 
+/// The messages sent to a session and not acknowledged yet, in the order
+/// they were sent. Reads go through `Deref` to the queue; changes go through
+/// these methods, which keep an index of the packet ids in use once the
+/// window is large: with `max_inflight_messages 0` a window can hold 65,535
+/// messages, and scanning it for a free id at every send (or for the
+/// acknowledged one at every PUBACK) made a resumed session's burst
+/// quadratic, long enough to stall every client.
+#[derive(Default)]
+pub struct InflightWindow {
+    items: VecDeque<Inflight>,
+    /// One bit per packet id in use; kept only from [`INDEX_FROM`] messages
+    /// on (8 KiB), a scan being cheaper below.
+    ids: Option<Box<[u64; 1024]>>,
+}
+
+/// Window size from which [`InflightWindow`] indexes its packet ids.
+const INDEX_FROM: usize = 64;
+
+impl std::fmt::Debug for InflightWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.items).finish()
+    }
+}
+
+impl std::ops::Deref for InflightWindow {
+    type Target = VecDeque<Inflight>;
+
+    fn deref(&self) -> &VecDeque<Inflight> {
+        &self.items
+    }
+}
+
+impl<'a> IntoIterator for &'a InflightWindow {
+    type Item = &'a Inflight;
+    type IntoIter = std::collections::vec_deque::Iter<'a, Inflight>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.iter()
+    }
+}
+
+fn id_bit(id: PacketId) -> (usize, u64) {
+    let id = usize::from(id.get());
+    (id / 64, 1 << (id % 64))
+}
+
+impl InflightWindow {
+    pub fn push_back(&mut self, f: Inflight) {
+        if let Some(ids) = self.ids.as_mut() {
+            let (word, bit) = id_bit(f.packet_id);
+            ids[word] |= bit;
+        }
+        self.items.push_back(f);
+        if self.ids.is_none() && self.items.len() >= INDEX_FROM {
+            self.reindex();
+        }
+    }
+
+    pub fn remove(&mut self, pos: usize) -> Option<Inflight> {
+        let f = self.items.remove(pos)?;
+        if self.items.is_empty() {
+            self.ids = None;
+        } else if let Some(ids) = self.ids.as_mut() {
+            let (word, bit) = id_bit(f.packet_id);
+            ids[word] &= !bit;
+        }
+        Some(f)
+    }
+
+    pub fn retain(&mut self, keep: impl FnMut(&Inflight) -> bool) {
+        self.items.retain(keep);
+        if self.ids.is_some() {
+            self.reindex();
+        }
+    }
+
+    /// The state of the message at `pos` (its packet id stays as it is).
+    pub fn state_mut(&mut self, pos: usize) -> Option<&mut OutState> {
+        self.items.get_mut(pos).map(|f| &mut f.state)
+    }
+
+    /// Whether a message in the window holds this packet id.
+    pub fn holds(&self, id: PacketId) -> bool {
+        match &self.ids {
+            Some(ids) => {
+                let (word, bit) = id_bit(id);
+                ids[word] & bit != 0
+            }
+            None => self.items.iter().any(|f| f.packet_id == id),
+        }
+    }
+
+    /// Where the message with this packet id is. Acknowledgements mostly
+    /// come in the order messages were sent: the oldest is looked at first.
+    pub fn position(&self, id: PacketId) -> Option<usize> {
+        if self.items.front().is_some_and(|f| f.packet_id == id) {
+            return Some(0);
+        }
+        if !self.holds(id) {
+            return None;
+        }
+        self.items.iter().position(|f| f.packet_id == id)
+    }
+
+    fn reindex(&mut self) {
+        let mut ids = Box::new([0u64; 1024]);
+        for f in &self.items {
+            let (word, bit) = id_bit(f.packet_id);
+            ids[word] |= bit;
+        }
+        self.ids = Some(ids);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Inflight {
     pub packet_id: PacketId,
@@ -135,7 +249,7 @@ pub struct Session {
     /// When an offline session ends; `None` while connected or never.
     pub expires_at: Option<Instant>,
     pub subscriptions: HashMap<ByteString, Subscription>,
-    pub inflight: VecDeque<Inflight>,
+    pub inflight: InflightWindow,
     pub queue: VecDeque<Delivery>,
     pub queued_bytes: u64,
     /// QoS 2 packet ids received and delivered, awaiting PUBREL ([MQTT-4.3.3-10]).
@@ -169,7 +283,7 @@ impl Session {
             expiry_interval,
             expires_at: None,
             subscriptions: HashMap::new(),
-            inflight: VecDeque::new(),
+            inflight: InflightWindow::default(),
             queue: VecDeque::new(),
             queued_bytes: 0,
             incoming_qos2: HashSet::new(),
@@ -191,7 +305,7 @@ impl Session {
         loop {
             self.last_packet_id = self.last_packet_id.wrapping_add(1);
             if let Some(id) = NonZeroU16::new(self.last_packet_id) {
-                if !self.inflight.iter().any(|f| f.packet_id == id) {
+                if !self.inflight.holds(id) {
                     return id;
                 }
             }
@@ -216,7 +330,7 @@ impl Session {
     }
 
     pub fn inflight_position(&self, packet_id: PacketId) -> Option<usize> {
-        self.inflight.iter().position(|f| f.packet_id == packet_id)
+        self.inflight.position(packet_id)
     }
 
     /// Whether a message of `size` bytes fits in the queue (0 = unlimited).
@@ -242,5 +356,79 @@ impl Session {
         let item = self.queue.pop_front()?;
         self.queued_bytes = self.queued_bytes.saturating_sub(item.message.queued_size());
         Some(item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use std::sync::Arc;
+
+    fn inflight(session: &mut Session) -> Inflight {
+        Inflight {
+            packet_id: session.next_packet_id(),
+            delivery: Delivery {
+                message: Arc::new(Message {
+                    topic: "t".into(),
+                    payload: bytes::Bytes::from_static(b"m"),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    properties: Default::default(),
+                    publisher: None,
+                    expires_at: None,
+                }),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                sub_ids: SubIds::None,
+                shared_group: None,
+                seq: 0,
+            },
+            state: OutState::AwaitAck,
+        }
+    }
+
+    /// A full window (max_inflight_messages 0): every id handed out is free,
+    /// acknowledged ones are found, and ids freed in the middle are reused
+    /// only once free.
+    #[test]
+    fn a_full_window_hands_out_free_ids_and_finds_acknowledged_ones() {
+        let mut s = Session::new("c".into(), ProtocolVersion::V311, 0);
+        for _ in 0..65_000 {
+            let f = inflight(&mut s);
+            assert!(
+                !s.inflight.holds(f.packet_id),
+                "{:?} handed out twice",
+                f.packet_id
+            );
+            s.inflight.push_back(f);
+        }
+        let ids: HashSet<u16> = s.inflight.iter().map(|f| f.packet_id.get()).collect();
+        assert_eq!(ids.len(), 65_000);
+        // Acknowledged out of order, in the middle: found, and free again.
+        let middle = s.inflight[30_000].packet_id;
+        let pos = s.inflight_position(middle).expect("in flight");
+        assert_eq!(s.inflight.remove(pos).map(|f| f.packet_id), Some(middle));
+        assert!(!s.inflight.holds(middle) && s.inflight_position(middle).is_none());
+        // In order, from the front.
+        let first = s.inflight[0].packet_id;
+        assert_eq!(s.inflight_position(first), Some(0));
+        s.inflight.remove(0);
+        // The next ids skip every one in use, then reach the freed ones.
+        let mut fresh = Vec::new();
+        for _ in 0..537 {
+            let f = inflight(&mut s);
+            assert!(!s.inflight.holds(f.packet_id));
+            fresh.push(f.packet_id);
+            s.inflight.push_back(f);
+        }
+        assert!(fresh.contains(&middle) && fresh.contains(&first));
+        // A retain rebuilds the index; emptied, the index goes.
+        s.inflight.retain(|f| f.packet_id != middle);
+        assert!(!s.inflight.holds(middle));
+        while !s.inflight.is_empty() {
+            s.inflight.remove(0);
+        }
+        assert!(s.inflight.ids.is_none());
     }
 }

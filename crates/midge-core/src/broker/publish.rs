@@ -462,7 +462,9 @@ impl Broker {
         let mut rel = PubResponse::new(id);
         match pos {
             Some(pos) if s.inflight[pos].state != OutState::AwaitComp => {
-                s.inflight[pos].state = OutState::AwaitComp;
+                if let Some(state) = s.inflight.state_mut(pos) {
+                    *state = OutState::AwaitComp;
+                }
                 let state = StoredState::InFlight(id, OutState::AwaitComp);
                 restore_delivery(&mut self.store_ops, s, &s.inflight[pos].delivery, state);
             }
