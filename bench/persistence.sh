@@ -18,10 +18,17 @@
 # the ratios against midge-off and mosquitto-on to bench/results/ and prints
 # the table.
 #
-# Usage: bench/persistence.sh [--rounds 3] [--duration 5] [--variants "..."] [--window 64] [--out FILE]
+# Usage: bench/persistence.sh [--rounds 3] [--duration 5] [--variants "..."] [--window 64]
+#                             [--offline] [--out FILE]
 #        bench/persistence.sh --report RESULTS.jsonl [--out FILE]   (table only)
 # --window changes the publishers' window (64 is the issue's scenario; a
 # larger one shows whether a variant is bound by commit latency).
+# --offline passes --offline to every run: the subscribers subscribe and
+# disconnect, so every message is queued for an offline session (and, with
+# persistence on, written to the store before its PUBACK); msg/s is then the
+# publish phase's rate of acknowledged publishes, and the table gives the
+# time the subscribers took to drain their queues after reconnecting.
+# Default output: bench/results/persistence-offline-DATE.md.
 # Environment: MIDGE_BIN, BENCH_BIN (prebuilt binaries; otherwise built in
 # release with cargo, CARGO_TARGET_DIR as usual), MOSQUITTO_BIN.
 # Needs python3 and bash's /dev/tcp.
@@ -34,6 +41,7 @@ VARIANTS="midge-off midge-sync-always midge-sync-10ms mosquitto-on"
 WINDOW=64
 OUT=""
 REPORT=""
+OFFLINE=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -43,7 +51,8 @@ while [ $# -gt 0 ]; do
         --window) WINDOW=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --report) REPORT=$2; shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        --offline) OFFLINE=1; shift ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "persistence.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -85,12 +94,17 @@ def ratio(v, ref):
     a, b = med(v, "msgs_per_sec"), med(ref, "msgs_per_sec")
     return "{:.2f}".format(a / b) if a is not None and b else "—"
 
+offline = bool(meta.get("offline"))
 cols = [("msg/s", "msgs_per_sec", "{:,.0f}"),
         ("msg per broker CPU s", "msgs_per_cpu_s", "{:,.0f}"),
-        ("loss %", "loss_pct", "{:.2f}"),
-        ("p50 µs", "p50_us", "{:,.0f}"),
-        ("p99 µs", "p99_us", "{:,.0f}"),
-        ("disk written, MB", "broker_disk_write_mb", "{:,.1f}")]
+        ("loss %", "loss_pct", "{:.2f}")]
+if offline:
+    # Latency means nothing when the sessions were away: the drain instead.
+    cols += [("drain s", "drain_s", "{:,.2f}")]
+else:
+    cols += [("p50 µs", "p50_us", "{:,.0f}"),
+             ("p99 µs", "p99_us", "{:,.0f}")]
+cols += [("disk written, MB", "broker_disk_write_mb", "{:,.1f}")]
 head = ["variant"] + [c[0] for c in cols] + ["/ midge-off", "/ mosquitto-on"]
 lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 for v in variants:
@@ -99,12 +113,22 @@ for v in variants:
 errors = [r for r in rows if "error" in r]
 n = {v: len([r for r in rows if r.get("label") == v and "error" not in r]) for v in variants}
 with open(out, "w") as f:
-    f.write("# QoS 1 to persistent sessions, persistence on and off — {}\n\n".format(meta.get("date", "?")))
+    f.write("# QoS 1 to {}persistent sessions, persistence on and off — {}\n\n".format(
+        "offline " if offline else "", meta.get("date", "?")))
     f.write("p2p: 16 pairs, QoS 1, window {}, 64 B, subscribers on persistent sessions "
-            "(clean session 0). Medians (min–max) of {} rounds, {} s of publishing per run, "
+            "(clean session 0){}. Medians (min–max) of {} rounds, {} s of publishing per run, "
             "each run on a fresh broker with an empty store directory. Ratios: msg/s median "
-            "over the named variant's.\n\n".format(meta.get("window", 64), meta.get("rounds", "?"), meta.get("duration", "?")))
+            "over the named variant's.\n\n".format(
+                meta.get("window", 64),
+                ", offline while the publishers publish (`--offline`)" if offline else "",
+                meta.get("rounds", "?"), meta.get("duration", "?")))
     f.write("\n".join(lines) + "\n\n")
+    if offline:
+        f.write("- offline: the subscribers subscribed and disconnected before the publishers "
+                "started, so every message was queued for an offline session; msg/s and msg per "
+                "broker CPU s are publishes acknowledged by the broker during the publish phase; "
+                "loss counts acknowledged publishes not delivered after the subscribers "
+                "reconnected; drain s is from reconnecting to the last delivery\n")
     f.write("- disk written: the broker's `write_bytes` from /proc/PID/io at the end of the run "
             "(what reached the block layer, the journal and its checkpoints)\n")
     f.write("- machine: {}\n".format(meta.get("machine", "?")))
@@ -223,6 +247,8 @@ RAW="$WORK/results.jsonl"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 ARGS="p2p --pairs 16 --qos 1 --window $WINDOW --payload 64 --persistent"
+OFFLINE_OPT=""
+if [ "$OFFLINE" = 1 ]; then ARGS="$ARGS --offline"; OFFLINE_OPT=" --offline"; fi
 run=0
 for round in $(seq "$ROUNDS"); do
     for v in $available; do
@@ -275,16 +301,19 @@ print(json.dumps({"meta": {
     "store_fs": "$(df -T "$WORK" | awk 'NR==2 {print $2 " on " $1}')",
     "load_start": "$LOAD_START", "load_end": "$LOAD_END",
     "versions": "midge: $midge_version, git $midge_rev; mosquitto: $mosq_version",
-    "command": "bench/persistence.sh --rounds $ROUNDS --duration $DURATION --window $WINDOW --variants '$VARIANTS'",
+    "command": "bench/persistence.sh --rounds $ROUNDS --duration $DURATION --window $WINDOW$OFFLINE_OPT --variants '$VARIANTS'",
     "window": $WINDOW,
+    "offline": $([ "$OFFLINE" = 1 ] && echo True || echo False),
     "bench_args": "$ARGS",
 }}))
 EOF
 
 mkdir -p "$ROOT/bench/results"
 if [ -z "$OUT" ]; then
-    OUT="$ROOT/bench/results/persistence-$(date -u +%Y-%m-%d).md"
-    [ -e "$OUT" ] && OUT="$ROOT/bench/results/persistence-$(date -u +%Y-%m-%d-%H%M).md"
+    name=persistence
+    [ "$OFFLINE" = 1 ] && name=persistence-offline
+    OUT="$ROOT/bench/results/$name-$(date -u +%Y-%m-%d).md"
+    [ -e "$OUT" ] && OUT="$ROOT/bench/results/$name-$(date -u +%Y-%m-%d-%H%M).md"
 fi
 cp "$RAW" "${OUT%.md}.jsonl"
 report "${OUT%.md}.jsonl" "$OUT"

@@ -2,7 +2,9 @@
 //! with tiny counts and about a second of publishing, prints JSON that
 //! parses, delivers something, and loses nothing at QoS 1; `p2p
 //! --persistent` runs against a midge with persistence on and its messages
-//! go through the store. Correctness only: no assertion here is about speed.
+//! go through the store; `p2p --persistent --offline` queues its messages for
+//! offline sessions and delivers every acknowledged one after reconnecting.
+//! Correctness only: no assertion here is about speed.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -239,6 +241,77 @@ fn p2p_to_persistent_sessions_through_the_store() {
     let v = bench(&broker, &args);
     assert_no_loss(&v);
     assert_eq!(v["received"], 600, "{v}");
+}
+
+#[test]
+fn p2p_to_offline_persistent_sessions_through_the_store() {
+    let dir = TempDir::new("midge-bench-smoke-offline");
+    let conf = dir.0.join("midge.conf");
+    // No queue limit: by default a session queues 1000 messages and drops
+    // the rest, which the bench would rightly report as loss.
+    std::fs::write(
+        &conf,
+        format!(
+            "max_queued_messages 0\nmax_queued_bytes 0\n\
+             persistence true\npersistence_location {}/\npersistence_sync always\n",
+            dir.0.display()
+        ),
+    )
+    .expect("write config");
+    let broker = Broker::start_with(Some(&conf));
+    let v = bench(
+        &broker,
+        &[
+            "p2p",
+            "--persistent",
+            "--offline",
+            "--pairs",
+            "2",
+            "--window",
+            "8",
+        ],
+    );
+    assert_eq!(v["offline"], true, "{v}");
+    assert_eq!(v["persistent"], true, "{v}");
+    // Every publish the broker acknowledged was delivered after reconnecting.
+    let acked = v["acked"].as_u64().expect("acked");
+    assert!(acked > 0, "{v}");
+    assert_eq!(v["expected"], acked, "{v}");
+    assert_eq!(v["delivered"], acked, "{v}");
+    assert_no_loss(&v);
+    assert_eq!(v["msgs_per_sec"], v["publish_rate"], "{v}");
+    assert!(v["publish_rate"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
+    assert!(v["drain_s"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
+    assert!(v["msgs_per_cpu_s"].is_number(), "{v}");
+    // Nobody could acknowledge a delivery early: everything was written.
+    let len = std::fs::metadata(dir.0.join("midge.db"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(
+        len > 64 * acked,
+        "store file holds {len} bytes for {acked} messages"
+    );
+}
+
+#[test]
+fn offline_without_persistent_p2p_is_one_clear_error() {
+    for args in [
+        &["p2p", "--offline"][..],
+        &["fanin", "--persistent", "--offline"],
+        &["p2p", "--persistent", "--offline", "--qos", "0"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_midge_bench"))
+            .args(args)
+            .args(["--port", "1", "--duration", "1"])
+            .output()
+            .expect("run midge_bench");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("midge_bench: error: --offline") && err.trim_end().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -10,7 +10,10 @@
 //!
 //! `--persistent` gives the subscribers persistent sessions (clean session
 //! 0, fixed client ids), so that a broker with persistence on writes their
-//! QoS 1/2 messages to its store before acknowledging them.
+//! QoS 1/2 messages to its store before acknowledging them. `--offline`
+//! (p2p only) keeps those sessions offline while the publishers publish,
+//! so every message must be written to the store before its PUBACK; the
+//! subscribers come back afterwards and drain their queues.
 //!
 //! Counting is honest: a message counts only when a subscriber received it;
 //! loss is what was expected and never arrived, at QoS 0 too. With
@@ -19,6 +22,8 @@
 
 #[path = "midge_bench/mqtt.rs"]
 mod mqtt;
+#[path = "midge_bench/offline.rs"]
+mod offline;
 #[path = "midge_bench/scenarios.rs"]
 mod scenarios;
 #[path = "midge_bench/stats.rs"]
@@ -68,7 +73,7 @@ impl Scenario {
     name = "midge_bench",
     version,
     about = "Load generator for MQTT brokers: throughput, latency, connections, subscriptions",
-    after_help = "Examples:\n  midge_bench fanin --publishers 8 --qos 0\n  midge_bench p2p latency --json --broker-pid $(pidof midge)\n  midge_bench p2p --persistent --qos 1\n  midge_bench conn --connections 10000 --source-addrs 4 --hold 5"
+    after_help = "Examples:\n  midge_bench fanin --publishers 8 --qos 0\n  midge_bench p2p latency --json --broker-pid $(pidof midge)\n  midge_bench p2p --persistent --qos 1\n  midge_bench p2p --persistent --offline\n  midge_bench conn --connections 10000 --source-addrs 4 --hold 5"
 )]
 pub struct Opts {
     /// Scenarios to run, one after the other.
@@ -146,6 +151,11 @@ pub struct Opts {
     /// ended first), so QoS 1/2 messages to them go through the broker's store.
     #[arg(long)]
     pub persistent: bool,
+    /// With --persistent, p2p only: the subscribers subscribe and disconnect,
+    /// the publishers publish to their offline sessions (rate: acknowledged
+    /// publishes per second), then the subscribers reconnect and drain.
+    #[arg(long)]
+    pub offline: bool,
     /// Extra label copied into each JSON object as "label" (e.g. the broker's name).
     #[arg(long)]
     pub label: Option<String>,
@@ -169,6 +179,26 @@ fn parse_sources(s: &str) -> Result<Vec<IpAddr>> {
         .collect()
 }
 
+/// `--offline` makes sense only for p2p to persistent sessions at QoS 1 or 2.
+fn check_offline(opts: &Opts) -> Result<()> {
+    if !opts.offline {
+        return Ok(());
+    }
+    if !opts.persistent {
+        bail!("--offline needs --persistent: only persistent sessions keep messages while offline");
+    }
+    if let Some(s) = opts.scenarios.iter().find(|&&s| s != Scenario::P2p) {
+        bail!(
+            "--offline works only with the p2p scenario, not {}",
+            s.name()
+        );
+    }
+    if opts.qos == Some(0) {
+        bail!("--offline needs QoS 1 or 2: a broker need not queue QoS 0 messages for offline sessions");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let opts = Opts::parse();
     match run(opts) {
@@ -184,6 +214,7 @@ fn run(opts: Opts) -> Result<()> {
     if opts.duration.is_nan() || opts.duration <= 0.0 {
         bail!("--duration must be positive");
     }
+    check_offline(&opts)?;
     let (soft, hard) = sys::raise_nofile_limit().context("cannot read RLIMIT_NOFILE")?;
     if opts.scenarios.contains(&Scenario::Conn) {
         let need = opts.connections as u64 + 256;

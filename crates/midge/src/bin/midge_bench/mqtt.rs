@@ -162,7 +162,15 @@ fn connack_meaning(code: u8) -> &'static str {
 /// the connection, so a persistent session opened next starts empty.
 pub async fn clear_session(target: &Target, source: Option<IpAddr>, client_id: &str) -> Result<()> {
     let (stream, _) = connect(target, source, client_id, true).await?;
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    close(rd, wr).await;
+    Ok(())
+}
+
+/// Sends DISCONNECT and waits (bounded) for the broker to close the
+/// connection, so the broker is done with it: a persistent session is then
+/// offline. Whatever arrives meanwhile is dropped unread.
+pub async fn close(mut rd: OwnedReadHalf, mut wr: OwnedWriteHalf) {
     disconnect(&mut wr).await;
     let mut sink = [0u8; 4096];
     let _ = tokio::time::timeout(CONNECT_TIMEOUT, async {
@@ -173,7 +181,6 @@ pub async fn clear_session(target: &Target, source: Option<IpAddr>, client_id: &
         }
     })
     .await;
-    Ok(())
 }
 
 /// Subscribes to every filter, `per_packet` filters per SUBSCRIBE, all

@@ -8,20 +8,24 @@
 //! Throughput is deliveries counted at the subscribers divided by the time
 //! from the first publish to the last delivery, so a broker that buffers
 //! instead of delivering gains nothing, and loss is what was expected and
-//! never arrived.
+//! never arrived. `p2p --offline` goes another way, with its subscribers
+//! away while the publishers publish (the `offline` module).
 
 use anyhow::{anyhow, bail, Result};
+use bytes::BytesMut;
 use midge_codec::QoS;
 use serde_json::{json, Map, Value};
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::mqtt::{self, PubSpec, Target};
+use crate::offline;
 use crate::stats::{self, Histogram, Live, ProcSample};
 use crate::Opts;
 
@@ -39,18 +43,18 @@ impl Ctx {
 
     /// A persistent subscriber's id: the same in every run, so a broker
     /// that restores sessions would find it again (`--persistent`).
-    fn fixed_client_id(scenario: &str, role: &str, i: usize) -> String {
+    pub(crate) fn fixed_client_id(scenario: &str, role: &str, i: usize) -> String {
         format!("midge_bench-{scenario}-{role}{i}")
     }
 
-    fn sample(&self) -> Result<Option<ProcSample>> {
+    pub(crate) fn sample(&self) -> Result<Option<ProcSample>> {
         self.opts.broker_pid.map(stats::sample_process).transpose()
     }
 }
 
 /// A subscriber to start: its filters.
-struct SubSpec {
-    filters: Vec<String>,
+pub(crate) struct SubSpec {
+    pub filters: Vec<String>,
 }
 
 /// One scenario's result, printed as one JSON object or a summary.
@@ -63,7 +67,7 @@ impl Report {
         Report(m)
     }
 
-    fn set(&mut self, key: &str, v: Value) {
+    pub(crate) fn set(&mut self, key: &str, v: Value) {
         self.0.insert(key.into(), v);
     }
 
@@ -85,7 +89,12 @@ impl Report {
             g("expected"),
             f("loss_pct").unwrap_or(0.0),
         );
-        if g("persistent").as_bool() == Some(true) {
+        if g("offline").as_bool() == Some(true) {
+            s.push_str(&format!(
+                " (offline persistent sessions: publish phase; drained in {:.2} s)",
+                f("drain_s").unwrap_or(0.0)
+            ));
+        } else if g("persistent").as_bool() == Some(true) {
             s.push_str(" (persistent sessions)");
         }
         if let Some(p50) = f("p50_us") {
@@ -127,13 +136,17 @@ impl Report {
     }
 }
 
-fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
 /// Prints a `\r`-updated line on stderr each second while a run goes on,
 /// if stderr is a terminal.
-fn progress(name: &str, live: Arc<Live>, start: Instant) -> Option<tokio::task::JoinHandle<()>> {
+pub(crate) fn progress(
+    name: &str,
+    live: Arc<Live>,
+    start: Instant,
+) -> Option<tokio::task::JoinHandle<()>> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
@@ -157,7 +170,7 @@ fn progress(name: &str, live: Arc<Live>, start: Instant) -> Option<tokio::task::
     }))
 }
 
-fn end_progress(h: Option<tokio::task::JoinHandle<()>>) {
+pub(crate) fn end_progress(h: Option<tokio::task::JoinHandle<()>>) {
     if let Some(h) = h {
         h.abort();
         eprint!("\r\x1b[K");
@@ -220,103 +233,29 @@ async fn run_flow(
     }
     let subscribe_s = sub_start.elapsed().as_secs_f64();
 
-    let mut pub_conns = Vec::new();
-    for (i, (topic, rate)) in pubs.into_iter().enumerate() {
-        let id = ctx.client_id(name, "p", i);
-        let (stream, buf) = mqtt::connect(&ctx.target, ctx.target.source(i + 7), &id, true).await?;
-        pub_conns.push((stream, buf, topic, rate));
-    }
+    let pub_conns = connect_publishers(ctx, name, pubs).await?;
     let n_pubs = pub_conns.len();
-
     let cpu_start = ctx.sample()?;
-    let t0 = Instant::now();
-    let t0_ns = stats::now_ns();
-    let deadline = t0 + Duration::from_secs_f64(o.duration);
-    let drain = Duration::from_secs_f64(o.drain.max(0.1));
-    let bar = progress(name, live.clone(), t0);
-    let mut pub_tasks = JoinSet::new();
-    for (i, (stream, buf, topic, rate)) in pub_conns.into_iter().enumerate() {
-        let spec = PubSpec {
-            topic,
-            qos,
-            payload: o.payload,
-            window: o.window,
-            rate,
-            count: o.count,
-            deadline,
-            drain,
-        };
-        pub_tasks.spawn(mqtt::run_publisher(
-            stream,
-            buf,
-            spec,
-            live.clone(),
-            (i as u64) << 40,
-        ));
-    }
-    let mut sent = 0;
-    let mut acked = 0;
-    let mut pub_error = None;
-    while let Some(r) = pub_tasks.join_next().await {
-        match r {
-            Ok(Ok(p)) => {
-                sent += p.sent;
-                acked += p.acked;
-            }
-            Ok(Err(e)) => pub_error = pub_error.or(Some(e)),
-            Err(e) => pub_error = pub_error.or(Some(anyhow!("publisher task failed: {e}"))),
-        }
-    }
-    let pub_s = t0.elapsed().as_secs_f64();
+    let bar = progress(name, live.clone(), Instant::now());
+    let published = publish(ctx, qos, pub_conns, &live).await;
 
-    // Drain: until every expected delivery arrived, or none arrived for
-    // `drain`, or twice the run's length passed.
-    let expected = sent * fanout;
-    let drain_until = Instant::now() + Duration::from_secs_f64(o.duration * 2.0).max(drain);
-    let mut last = live.received();
-    let mut last_change = Instant::now();
-    while live.received() < expected && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let r = live.received();
-        if r != last {
-            last = r;
-            last_change = Instant::now();
-        } else if last_change.elapsed() >= drain {
-            break;
-        }
-    }
+    let expected = published.sent * fanout;
+    let drain = drain_quiet(o);
+    wait_for_deliveries(&live, expected, drain, Instant::now() + drain_limit(o)).await;
     let cpu_end = ctx.sample()?;
     end_progress(bar);
     let _ = stop_tx.send(true);
-    let mut hist = Histogram::default();
-    let mut received = 0;
-    let mut sub_error = None;
-    while let Some(r) = sub_tasks.join_next().await {
-        match r {
-            Ok(Ok(s)) => {
-                received += s.received;
-                hist.merge(&s.hist);
-            }
-            Ok(Err(e)) => sub_error = sub_error.or(Some(e)),
-            Err(e) => sub_error = sub_error.or(Some(anyhow!("subscriber task failed: {e}"))),
-        }
-    }
-    if let Some(e) = pub_error {
+    let received = join_subscribers(sub_tasks).await;
+    if let Some(e) = published.error {
         return Err(e);
     }
-    if let Some(e) = sub_error {
-        return Err(e.context("a subscriber failed"));
-    }
+    let (received, hist) = received?;
+    let t0_ns = published.t0_ns;
     let last_rx = live.last_rx_ns.load(Ordering::Relaxed);
     let duration_s = if received > 0 && last_rx > t0_ns {
         (last_rx - t0_ns) as f64 / 1e9
     } else {
-        pub_s
-    };
-    let loss_pct = if expected == 0 {
-        0.0
-    } else {
-        expected.saturating_sub(received) as f64 * 100.0 / expected as f64
+        published.publish_s
     };
     let rate = if duration_s > 0.0 {
         received as f64 / duration_s
@@ -328,16 +267,186 @@ async fn run_flow(
     report.set("payload", json!(o.payload));
     report.set("publishers", json!(n_pubs));
     report.set("msgs_per_sec", json!(round3(rate)));
-    report.set("sent", json!(sent));
+    report.set("sent", json!(published.sent));
     if qos != QoS::AtMostOnce {
-        report.set("acked", json!(acked));
+        report.set("acked", json!(published.acked));
     }
     report.set("expected", json!(expected));
     report.set("received", json!(received));
-    report.set("loss_pct", json!(round3(loss_pct)));
+    report.set("loss_pct", json!(round3(loss_pct(expected, received))));
     report.set("duration_s", json!(round3(duration_s)));
-    report.set("publish_s", json!(round3(pub_s)));
+    report.set("publish_s", json!(round3(published.publish_s)));
     report.set("subscribe_s", json!(round3(subscribe_s)));
+    set_latency(&mut report, &hist);
+    if let (Some(s0), Some(c0), Some(c1)) = (start_sample, cpu_start, cpu_end) {
+        set_broker(&mut report, received, s0, c0, c1, c1.rss_kb);
+    }
+    Ok(report)
+}
+
+/// A publisher connected and ready to publish.
+pub(crate) struct PubConn {
+    stream: TcpStream,
+    /// What the broker sent after the CONNACK.
+    buf: BytesMut,
+    topic: String,
+    rate: Option<f64>,
+}
+
+/// Connects one publisher per `(topic, rate)`, on clean sessions, one
+/// after the other.
+pub(crate) async fn connect_publishers(
+    ctx: &Ctx,
+    name: &str,
+    pubs: Vec<(String, Option<f64>)>,
+) -> Result<Vec<PubConn>> {
+    let mut conns = Vec::with_capacity(pubs.len());
+    for (i, (topic, rate)) in pubs.into_iter().enumerate() {
+        let id = ctx.client_id(name, "p", i);
+        let (stream, buf) = mqtt::connect(&ctx.target, ctx.target.source(i + 7), &id, true).await?;
+        conns.push(PubConn {
+            stream,
+            buf,
+            topic,
+            rate,
+        });
+    }
+    Ok(conns)
+}
+
+/// What the publishers did, together.
+pub(crate) struct Published {
+    pub sent: u64,
+    /// PUBACK/PUBCOMP received.
+    pub acked: u64,
+    /// `now_ns()` when publishing started.
+    pub t0_ns: u64,
+    /// From the start to the last publisher's end (its acknowledgements
+    /// awaited, bounded by `--drain`).
+    pub publish_s: f64,
+    /// The first publisher's failure, if any.
+    pub error: Option<anyhow::Error>,
+}
+
+/// Runs every publisher until `--duration` or `--count`, all at once, and
+/// waits for them all.
+pub(crate) async fn publish(
+    ctx: &Ctx,
+    qos: QoS,
+    conns: Vec<PubConn>,
+    live: &Arc<Live>,
+) -> Published {
+    let o = &ctx.opts;
+    let t0 = Instant::now();
+    let t0_ns = stats::now_ns();
+    let deadline = t0 + Duration::from_secs_f64(o.duration);
+    let mut pub_tasks = JoinSet::new();
+    for (i, c) in conns.into_iter().enumerate() {
+        let spec = PubSpec {
+            topic: c.topic,
+            qos,
+            payload: o.payload,
+            window: o.window,
+            rate: c.rate,
+            count: o.count,
+            deadline,
+            drain: drain_quiet(o),
+        };
+        pub_tasks.spawn(mqtt::run_publisher(
+            c.stream,
+            c.buf,
+            spec,
+            live.clone(),
+            (i as u64) << 40,
+        ));
+    }
+    let (mut sent, mut acked, mut error) = (0, 0, None);
+    while let Some(r) = pub_tasks.join_next().await {
+        match r {
+            Ok(Ok(p)) => {
+                sent += p.sent;
+                acked += p.acked;
+            }
+            Ok(Err(e)) => error = error.or(Some(e)),
+            Err(e) => error = error.or(Some(anyhow!("publisher task failed: {e}"))),
+        }
+    }
+    Published {
+        sent,
+        acked,
+        t0_ns,
+        publish_s: t0.elapsed().as_secs_f64(),
+        error,
+    }
+}
+
+/// How long nothing may arrive before the drain gives up (`--drain`).
+pub(crate) fn drain_quiet(o: &Opts) -> Duration {
+    Duration::from_secs_f64(o.drain.max(0.1))
+}
+
+/// The longest a drain may take: twice the run's length (at least `--drain`).
+pub(crate) fn drain_limit(o: &Opts) -> Duration {
+    Duration::from_secs_f64(o.duration * 2.0).max(drain_quiet(o))
+}
+
+/// Drain: waits until `expected` deliveries arrived, or none arrived for
+/// `quiet`, or `until` passed.
+pub(crate) async fn wait_for_deliveries(
+    live: &Live,
+    expected: u64,
+    quiet: Duration,
+    until: Instant,
+) {
+    let mut last = live.received();
+    let mut last_change = Instant::now();
+    while live.received() < expected && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let r = live.received();
+        if r != last {
+            last = r;
+            last_change = Instant::now();
+        } else if last_change.elapsed() >= quiet {
+            break;
+        }
+    }
+}
+
+/// Waits for every subscriber task (stopped by its watch) and adds up their
+/// deliveries and latencies; the first failure wins.
+pub(crate) async fn join_subscribers(
+    mut tasks: JoinSet<Result<mqtt::SubResult>>,
+) -> Result<(u64, Histogram)> {
+    let mut hist = Histogram::default();
+    let mut received = 0;
+    let mut error = None;
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(s)) => {
+                received += s.received;
+                hist.merge(&s.hist);
+            }
+            Ok(Err(e)) => error = error.or(Some(e)),
+            Err(e) => error = error.or(Some(anyhow!("subscriber task failed: {e}"))),
+        }
+    }
+    match error {
+        Some(e) => Err(e.context("a subscriber failed")),
+        None => Ok((received, hist)),
+    }
+}
+
+/// The share of `expected` deliveries that never arrived, in percent.
+pub(crate) fn loss_pct(expected: u64, received: u64) -> f64 {
+    if expected == 0 {
+        0.0
+    } else {
+        expected.saturating_sub(received) as f64 * 100.0 / expected as f64
+    }
+}
+
+/// The latency percentiles of `hist`, null when nothing was measured.
+pub(crate) fn set_latency(report: &mut Report, hist: &Histogram) {
     if hist.count() > 0 {
         report.set("p50_us", json!(hist.percentile(50.0)));
         report.set("p90_us", json!(hist.percentile(90.0)));
@@ -350,21 +459,30 @@ async fn run_flow(
             report.set(k, Value::Null);
         }
     }
-    if let (Some(s0), Some(c0), Some(c1)) = (start_sample, cpu_start, cpu_end) {
-        let cpu = c1.cpu_s - c0.cpu_s;
-        report.set("broker_cpu_s", json!(round3(cpu)));
-        report.set(
-            "msgs_per_cpu_s",
-            if cpu > 0.0 {
-                json!(round3(received as f64 / cpu))
-            } else {
-                Value::Null
-            },
-        );
-        report.set("broker_rss_start_kb", json!(s0.rss_kb));
-        report.set("broker_rss_end_kb", json!(c1.rss_kb));
-    }
-    Ok(report)
+}
+
+/// The broker's CPU time between `c0` and `c1` and `counted` messages per
+/// CPU second; its RSS at `s0` (before any client) and `rss_end_kb`.
+pub(crate) fn set_broker(
+    report: &mut Report,
+    counted: u64,
+    s0: ProcSample,
+    c0: ProcSample,
+    c1: ProcSample,
+    rss_end_kb: u64,
+) {
+    let cpu = c1.cpu_s - c0.cpu_s;
+    report.set("broker_cpu_s", json!(round3(cpu)));
+    report.set(
+        "msgs_per_cpu_s",
+        if cpu > 0.0 {
+            json!(round3(counted as f64 / cpu))
+        } else {
+            Value::Null
+        },
+    );
+    report.set("broker_rss_start_kb", json!(s0.rss_kb));
+    report.set("broker_rss_end_kb", json!(rss_end_kb));
 }
 
 pub async fn fanin(ctx: &Ctx) -> Result<Report> {
@@ -408,6 +526,9 @@ pub async fn p2p(ctx: &Ctx) -> Result<Report> {
     let mut r = Report::new("p2p");
     r.set("pairs", json!(n));
     r.set("window", json!(o.window));
+    if o.offline {
+        return offline::run(ctx, "p2p", qos, subs, pubs, r).await;
+    }
     run_flow(ctx, "p2p", qos, subs, pubs, 1, r).await
 }
 
