@@ -97,17 +97,19 @@ struct Pending {
     urgent: bool,
 }
 
-/// A delivery put or deleted: may wait for its acknowledgement. Any other
-/// change is written at once (a QoS 2 delivery past PUBREC included: its
-/// PUBREL waits for it, so no PUBCOMP can come to cancel it).
+/// A delivery just sent to its (online) subscriber, or deleted: may wait
+/// for the acknowledgement. Any other change is written at once: a copy
+/// queued for an offline session (nothing will acknowledge it soon), and a
+/// QoS 2 delivery past PUBREC (its PUBREL waits for it, so no PUBCOMP can
+/// come to cancel it).
 fn may_wait(op: &StoreOp) -> bool {
-    match op {
-        StoreOp::PutDelivery { state, .. } => {
-            !matches!(state, StoredState::InFlight(_, OutState::AwaitComp))
-        }
-        StoreOp::DeleteDelivery { .. } => true,
-        _ => false,
-    }
+    matches!(
+        op,
+        StoreOp::PutDelivery {
+            state: StoredState::InFlight(_, OutState::AwaitAck),
+            ..
+        } | StoreOp::DeleteDelivery { .. }
+    )
 }
 
 impl Pending {
@@ -428,8 +430,10 @@ mod tests {
         }
     }
 
-    fn queued(seq: u64) -> StoreOp {
-        put(seq, StoredState::Queued)
+    /// A delivery sent to an online subscriber, awaiting its PUBACK.
+    fn sent(seq: u64) -> StoreOp {
+        let id = PacketId::new(u16::try_from(seq).expect("small")).expect("non-zero");
+        put(seq, StoredState::InFlight(id, OutState::AwaitAck))
     }
 
     fn delete(seq: u64) -> StoreOp {
@@ -470,7 +474,7 @@ mod tests {
     fn a_delivery_acknowledged_before_it_is_written_is_never_written() {
         let store = Holds::default();
         let mut p = Pending::default();
-        p.add(vec![queued(1)], out(1), &store);
+        p.add(vec![sent(1)], out(1), &store);
         assert!(
             p.take_ready().is_empty(),
             "the PUBACK waits for the message"
@@ -484,7 +488,7 @@ mod tests {
         let (ops, batches) = p.take_all();
         assert!(ops.is_empty() && batches.is_empty());
         // Within one batch too.
-        p.add(vec![queued(2), delete(2)], out(3), &store);
+        p.add(vec![sent(2), delete(2)], out(3), &store);
         assert_eq!(conns(&p.take_ready()), vec![3]);
         assert!(!p.due(HOLD_MAX));
     }
@@ -493,8 +497,8 @@ mod tests {
     fn batches_leave_in_order_and_what_is_unacknowledged_is_written() {
         let store = Holds::default();
         let mut p = Pending::default();
-        p.add(vec![queued(1)], out(1), &store);
-        p.add(vec![queued(2)], out(2), &store);
+        p.add(vec![sent(1)], out(1), &store);
+        p.add(vec![sent(2)], out(2), &store);
         p.add(vec![delete(2)], out(3), &store);
         // Batch 2 cancelled out, but batch 1 is ahead of it.
         assert!(p.take_ready().is_empty());
@@ -529,7 +533,7 @@ mod tests {
     fn other_changes_are_written_at_once() {
         let store = Holds::default();
         let mut p = Pending::default();
-        p.add(vec![queued(1)], out(1), &store);
+        p.add(vec![sent(1)], out(1), &store);
         assert!(!p.due(HOLD_MAX));
         let session = StoreOp::PutSession {
             client_id: "sub".into(),
@@ -537,6 +541,10 @@ mod tests {
             expiry_interval: 60,
         };
         p.add(vec![session], out(2), &store);
+        assert!(p.due(HOLD_MAX));
+        // A copy queued for an offline session: nothing will cancel it soon.
+        let mut p = Pending::default();
+        p.add(vec![put(4, StoredState::Queued)], out(1), &store);
         assert!(p.due(HOLD_MAX));
         // A QoS 2 delivery past PUBREC: its PUBREL waits for it.
         let mut p = Pending::default();
