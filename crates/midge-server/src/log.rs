@@ -181,15 +181,18 @@ impl Logger {
             }
         };
         let dests = state.config.dests.clone();
+        // One write per line on the unbuffered standard streams (`writeln!`
+        // would make two: the line, then its newline).
+        let terminated = format!("{line}\n");
         // A destination that fails must not take the broker down, nor stop
         // the others.
         for dest in &dests {
             match dest {
                 LogDest::Stdout => {
-                    let _ = writeln!(std::io::stdout().lock(), "{line}");
+                    let _ = std::io::stdout().lock().write_all(terminated.as_bytes());
                 }
                 LogDest::Stderr => {
-                    let _ = writeln!(std::io::stderr().lock(), "{line}");
+                    let _ = std::io::stderr().lock().write_all(terminated.as_bytes());
                 }
                 LogDest::File(path) => state.write_file(path, &line),
                 LogDest::Syslog => state.write_syslog(t, &message),
