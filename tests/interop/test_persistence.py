@@ -89,29 +89,18 @@ def make_persistent_subscriber(port: int, client_id: str, topic: str, qos: int) 
     c.loop_stop()
 
 
-@pytest.mark.parametrize("sync", ["always", "50"])
-def test_sigkill_mid_stream_loses_no_acknowledged_qos1_message(tmp_path, sync):
-    store = tmp_path / "store"
-    store.mkdir()
-    port = free_port()
-    broker = start_on(tmp_path, port, store, f"persistence_sync {sync}\n")
-    make_persistent_subscriber(port, "keeper", "stream/#", 1)
-    r = subprocess.run(["mosquitto_pub", "-p", str(port), "-t", "state/x", "-m", "kept", "-r", "-q", "1"],
-                       capture_output=True, timeout=10)
-    assert r.returncode == 0
-
+def stream_and_kill(broker: Broker, port: int, client_id: str, acked_at_least: int) -> set[bytes]:
+    """Streams QoS 1 messages on stream/x, SIGKILLs the broker once
+    `acked_at_least` were acknowledged, and returns the payloads the
+    publisher saw acknowledged."""
     # paho calls on_publish with its own lock held: the callback only
     # records the mid (no lock of ours, or publish() would deadlock with it);
     # mids are mapped to payloads afterwards. Under 65535 messages, so no
     # mid is reused.
     acked_mids: list[int] = []
     sent: dict[int, bytes] = {}
-    pub = paho_client("streamer", clean=True)
-
-    def on_publish(_c, _u, mid, *rest):
-        acked_mids.append(mid)
-
-    pub.on_publish = on_publish
+    pub = paho_client(client_id, clean=True)
+    pub.on_publish = lambda _c, _u, mid, *rest: acked_mids.append(mid)
     pub.connect("127.0.0.1", port, 30)
     pub.loop_start()
     stop = threading.Event()
@@ -128,13 +117,26 @@ def test_sigkill_mid_stream_loses_no_acknowledged_qos1_message(tmp_path, sync):
 
     t = threading.Thread(target=stream, daemon=True)
     t.start()
-    wait_until(lambda: len(acked_mids) >= 500, 30, "500 acknowledged messages")
+    wait_until(lambda: len(acked_mids) >= acked_at_least, 30, f"{acked_at_least} acknowledged messages")
     broker.proc.kill()  # SIGKILL, mid-stream
     broker.proc.wait(10)
     stop.set()
     t.join(5)
     pub.loop_stop()
-    acknowledged = {sent[m] for m in list(acked_mids)}
+    return {sent[m] for m in list(acked_mids)}
+
+
+@pytest.mark.parametrize("sync", ["always", "50"])
+def test_sigkill_mid_stream_loses_no_acknowledged_qos1_message(tmp_path, sync):
+    store = tmp_path / "store"
+    store.mkdir()
+    port = free_port()
+    broker = start_on(tmp_path, port, store, f"persistence_sync {sync}\n")
+    make_persistent_subscriber(port, "keeper", "stream/#", 1)
+    r = subprocess.run(["mosquitto_pub", "-p", str(port), "-t", "state/x", "-m", "kept", "-r", "-q", "1"],
+                       capture_output=True, timeout=10)
+    assert r.returncode == 0
+    acknowledged = stream_and_kill(broker, port, "streamer", 500)
 
     broker = start_on(tmp_path, port, store)
     try:
@@ -168,34 +170,8 @@ def test_sigkill_with_the_subscriber_online_loses_no_acknowledged_message(tmp_pa
     sub.loop_start()
     sub.subscribe("stream/#", 1)
     assert subscribed.wait(10)
-
-    acked_mids: list[int] = []
-    sent: dict[int, bytes] = {}
-    pub = paho_client("online-streamer", clean=True)
-    pub.on_publish = lambda _c, _u, mid, *rest: acked_mids.append(mid)
-    pub.connect("127.0.0.1", port, 30)
-    pub.loop_start()
-    stop = threading.Event()
-
-    def stream():
-        i = 0
-        while not stop.is_set() and i < 60000:
-            info = pub.publish("stream/x", f"m{i}".encode(), qos=1)
-            sent[info.mid] = f"m{i}".encode()
-            i += 1
-            if i % 50 == 0:
-                time.sleep(0.001)
-
-    t = threading.Thread(target=stream, daemon=True)
-    t.start()
-    wait_until(lambda: len(acked_mids) >= 2000, 30, "2000 acknowledged messages")
-    broker.proc.kill()  # SIGKILL, mid-stream
-    broker.proc.wait(10)
-    stop.set()
-    t.join(5)
-    pub.loop_stop()
+    acknowledged = stream_and_kill(broker, port, "online-streamer", 2000)
     sub.loop_stop()
-    acknowledged = {sent[m] for m in list(acked_mids)}
     assert before, "the subscriber got nothing while online"
 
     broker = start_on(tmp_path, port, store)
