@@ -268,15 +268,12 @@ impl Broker {
         retain: bool,
         now: Instant,
     ) {
-        let msg = Arc::new(Message {
-            topic: ByteString::from(topic),
+        let msg = Arc::new(Message::plain(
+            topic,
             payload,
-            qos: midge_codec::QoS::AtMostOnce,
+            midge_codec::QoS::AtMostOnce,
             retain,
-            properties: Default::default(),
-            publisher: None,
-            expires_at: None,
-        });
+        ));
         self.publish_message(msg, now);
     }
 

@@ -30,6 +30,20 @@ pub struct Message {
 pub type SharedMessage = Arc<Message>;
 
 impl Message {
+    /// A message with no properties, no publisher and no expiry, as the
+    /// broker publishes its own (`$SYS`).
+    pub fn plain(topic: impl Into<ByteString>, payload: Bytes, qos: QoS, retain: bool) -> Message {
+        Message {
+            topic: topic.into(),
+            payload,
+            qos,
+            retain,
+            properties: Default::default(),
+            publisher: None,
+            expires_at: None,
+        }
+    }
+
     /// Bytes this message costs in a queue (Mosquitto counts the payload).
     pub fn queued_size(&self) -> u64 {
         self.payload.len() as u64

@@ -369,15 +369,12 @@ mod tests {
         Inflight {
             packet_id: session.next_packet_id(),
             delivery: Delivery {
-                message: Arc::new(Message {
-                    topic: "t".into(),
-                    payload: bytes::Bytes::from_static(b"m"),
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    properties: Default::default(),
-                    publisher: None,
-                    expires_at: None,
-                }),
+                message: Arc::new(Message::plain(
+                    "t",
+                    bytes::Bytes::from_static(b"m"),
+                    QoS::AtLeastOnce,
+                    false,
+                )),
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 sub_ids: SubIds::None,

@@ -118,9 +118,10 @@ impl Pending {
         let start = self.first + self.ops.len() as u64;
         for op in ops {
             let at = self.first + self.ops.len() as u64;
-            self.urgent |= !may_wait(&op);
+            let waits = may_wait(&op);
+            self.urgent |= !waits;
             match &op {
-                StoreOp::PutDelivery { client_id, seq, .. } if may_wait(&op) => {
+                StoreOp::PutDelivery { client_id, seq, .. } if waits => {
                     self.deliveries
                         .entry((client_id.clone(), *seq))
                         .or_default()
@@ -414,15 +415,12 @@ mod tests {
         StoreOp::PutDelivery {
             client_id: "sub".into(),
             seq,
-            message: Arc::new(Message {
-                topic: "t".into(),
-                payload: bytes::Bytes::from_static(b"m"),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                properties: Default::default(),
-                publisher: None,
-                expires_at: None,
-            }),
+            message: Arc::new(Message::plain(
+                "t",
+                bytes::Bytes::from_static(b"m"),
+                QoS::AtLeastOnce,
+                false,
+            )),
             qos: QoS::AtLeastOnce,
             retain: false,
             sub_ids: SubIds::None,
