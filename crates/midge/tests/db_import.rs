@@ -10,17 +10,17 @@
 //! `MIDGE_WRITE_FIXTURE=1 cargo test -p midge --test db_import` rewrites
 //! the fixture from a fresh run.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const IMPORT: &str = env!("CARGO_BIN_EXE_midge_db_import");
-const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/data/mosquitto-2.0.11.db"
@@ -436,63 +436,21 @@ fn generate(dir: &Path) -> Generated {
 
 // --- Running midge ------------------------------------------------------------
 
-struct Midge {
-    child: Child,
-    port: u16,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Midge {
-    fn start(dir: &Path, store: &Path) -> Midge {
-        let port = free_port();
-        let conf = dir.join("midge.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\n",
-                store.display()
-            ),
-        )
-        .expect("write midge.conf");
-        let mut child = Command::new(MIDGE)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-v")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start midge");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listen socket on port") {
-                    let _ = tx.send(());
-                }
-                log2.lock().expect("log").push(line);
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("midge did not open its listener within 10 s");
-        wait_for_port(port, &mut child, "midge");
-        Midge { child, port, log }
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().expect("log").join("\n")
-    }
-}
-
-impl Drop for Midge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// midge on a store, with a listener on a free port.
+fn start_midge(dir: &Path, store: &Path) -> support::RunningBroker {
+    let conf = dir.join("midge.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}/\n",
+            free_port(),
+            store.display()
+        ),
+    )
+    .expect("write midge.conf");
+    let conf = conf.to_string_lossy().into_owned();
+    support::RunningBroker::with_args(&["-c", &conf])
 }
 
 fn import(args: &[&str]) -> Output {
@@ -534,7 +492,7 @@ fn mosquitto_state_survives_the_switch() {
         assert!(summary.contains(line), "{line:?} not in:\n{summary}");
     }
 
-    let midge = Midge::start(work.path(), &store);
+    let midge = start_midge(work.path(), &store);
     let port = midge.port;
     let restored =
         "Restored 3 retained messages, 3 sessions, 4 subscriptions and 10 queued messages";

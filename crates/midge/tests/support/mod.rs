@@ -18,9 +18,16 @@ pub struct RunningBroker {
 impl RunningBroker {
     /// `midge -p 0 -v [extra]`, waiting (bounded) for the listening port.
     pub fn start(extra: &[&str]) -> RunningBroker {
+        let mut args = vec!["-p", "0"];
+        args.extend_from_slice(extra);
+        RunningBroker::with_args(&args)
+    }
+
+    /// `midge ARGS -v`, waiting (bounded) for its first IPv4 listener's port.
+    pub fn with_args(args: &[&str]) -> RunningBroker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_midge"))
-            .args(["-p", "0", "-v"])
-            .args(extra)
+            .args(args)
+            .arg("-v")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
