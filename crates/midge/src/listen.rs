@@ -167,6 +167,13 @@ pub fn reload_tls(handles: &[(TlsConfig, SharedTls)], log: &Logger) {
     }
 }
 
+/// The accept queue asked for: the kernel caps it at its own maximum
+/// (`net.core.somaxconn`, 4096 on current Linux). Mosquitto listens with
+/// 100: in a reconnect storm (thousands of clients at once, as after a
+/// restart) the connections past that are dropped at the SYN and retried
+/// by the clients a second or more later.
+const LISTEN_BACKLOG: i32 = i32::MAX;
+
 fn bind_tcp(addr: SocketAddr, interface: Option<&str>) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -180,6 +187,46 @@ fn bind_tcp(addr: SocketAddr, interface: Option<&str>) -> std::io::Result<TcpLis
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    socket.listen(LISTEN_BACKLOG)?;
     TcpListener::from_std(socket.into())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// The listening socket's accept-queue limit, which Linux reports in
+    /// `tcpi_sacked` of TCP_INFO for a socket in LISTEN.
+    #[allow(unsafe_code)]
+    fn accept_queue_limit(listener: &TcpListener) -> u32 {
+        // SAFETY: tcp_info is plain integers, for which all zeroes is valid.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `info`, which
+        // lives for the whole call.
+        let rc = unsafe {
+            libc::getsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+        info.tcpi_sacked
+    }
+
+    #[tokio::test]
+    async fn tcp_listener_takes_the_kernels_largest_accept_queue() {
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .expect("read net.core.somaxconn")
+            .trim()
+            .parse()
+            .expect("a number");
+        let listener = bind_tcp("127.0.0.1:0".parse().unwrap(), None).expect("bind");
+        assert_eq!(accept_queue_limit(&listener), somaxconn);
+        assert!(somaxconn > 100, "more than Mosquitto's 100 on this kernel");
+    }
 }

@@ -184,6 +184,12 @@ fn every_scenario_runs_against_midge() {
     let v = bench(&broker, &["conn", "--connections", "50", "--hold", "0"]);
     assert_eq!(v["received"], 50, "every connection got its CONNACK: {v}");
     assert_eq!(v["failed"], 0, "{v}");
+
+    // Connect, CONNACK, DISCONNECT in a loop for the second of --duration.
+    let v = bench(&broker, &["churn", "--connect-concurrency", "4"]);
+    assert_eq!(v["failed"], 0, "{v}");
+    assert_eq!(v["received"], v["connections"], "{v}");
+    assert!(v["p50_us"].is_u64(), "connect latency measured: {v}");
 }
 
 /// A directory removed at the end of the test.

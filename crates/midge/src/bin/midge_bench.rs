@@ -4,8 +4,9 @@
 //! Scenarios: `fanin` (P publishers to one wildcard subscriber), `fanout`
 //! (one publisher to S subscribers), `p2p` (N publisher/subscriber pairs),
 //! `latency` (a fixed rate, percentiles), `conn` (many idle connections:
-//! connect rate and the broker's memory per connection) and `subs` (one
-//! client with many filters, one of which matches a fan-in). Each run is
+//! connect rate and the broker's memory per connection), `churn` (clients
+//! connecting and disconnecting in a loop: sustained connect rate) and
+//! `subs` (one client with many filters, one of which matches a fan-in). Each run is
 //! bounded by `--duration` and a hard `--timeout`.
 //!
 //! `--persistent` gives the subscribers persistent sessions (clean session
@@ -50,6 +51,8 @@ enum Scenario {
     Latency,
     /// --connections N idle connections: connect rate, broker RSS per connection.
     Conn,
+    /// --connect-concurrency clients connecting and disconnecting for --duration: sustained connect rate.
+    Churn,
     /// 1 client with --filters N distinct filters, 1 matching a fan-in.
     Subs,
 }
@@ -62,6 +65,7 @@ impl Scenario {
             Scenario::P2p => "p2p",
             Scenario::Latency => "latency",
             Scenario::Conn => "conn",
+            Scenario::Churn => "churn",
             Scenario::Subs => "subs",
         }
     }
@@ -124,7 +128,7 @@ pub struct Opts {
     /// Idle connections to open (conn).
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
-    /// Connections being set up at once (conn).
+    /// Connections being set up at once (conn, churn).
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
     /// Keep the idle connections open this long before closing, seconds (conn).
@@ -261,6 +265,7 @@ fn run(opts: Opts) -> Result<()> {
                 Scenario::P2p => scenarios::p2p(&ctx).await,
                 Scenario::Latency => scenarios::latency(&ctx).await,
                 Scenario::Conn => scenarios::conn(&ctx).await,
+                Scenario::Churn => scenarios::churn(&ctx).await,
                 Scenario::Subs => scenarios::subs(&ctx).await,
             }
         };

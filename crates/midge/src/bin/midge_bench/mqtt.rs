@@ -169,9 +169,15 @@ pub async fn clear_session(target: &Target, source: Option<IpAddr>, client_id: &
 
 /// Sends DISCONNECT and waits (bounded) for the broker to close the
 /// connection, so the broker is done with it: a persistent session is then
-/// offline. Whatever arrives meanwhile is dropped unread.
+/// offline. Whatever arrives meanwhile is dropped unread. The write side is
+/// left open, so the broker closes first and TIME_WAIT stays on its side:
+/// the bench's source ports are free again at once, and a loop of connects
+/// (`churn`) never runs out of them.
 pub async fn close(mut rd: OwnedReadHalf, mut wr: OwnedWriteHalf) {
-    disconnect(&mut wr).await;
+    let mut out = BytesMut::new();
+    if encode(&Packet::Disconnect(Default::default()), &mut out).is_ok() {
+        let _ = wr.write_all(&out).await;
+    }
     let mut sink = [0u8; 4096];
     let _ = tokio::time::timeout(CONNECT_TIMEOUT, async {
         while let Ok(n) = rd.read(&mut sink).await {

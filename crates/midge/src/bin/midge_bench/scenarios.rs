@@ -673,3 +673,104 @@ pub async fn conn(ctx: &Ctx) -> Result<Report> {
     }
     Ok(r)
 }
+
+/// Sustained connect rate: `--connect-concurrency` clients, each in a loop
+/// until `--duration` is over: TCP connect, CONNECT (clean session),
+/// CONNACK, DISCONNECT, wait for the broker to close. The rate counts
+/// completed handshakes; the latency is TCP connect to CONNACK.
+pub async fn churn(ctx: &Ctx) -> Result<Report> {
+    let o = &ctx.opts;
+    let workers = o.connect_concurrency.max(1);
+    let live = Arc::new(Live::default());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start_sample = ctx.sample()?;
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(o.duration);
+    let bar = progress("churn", live.clone(), t0);
+    let mut set = JoinSet::new();
+    for _ in 0..workers {
+        let target = ctx.target.clone();
+        let (live, next, failed) = (live.clone(), next.clone(), failed.clone());
+        let run_id = ctx.run_id.clone();
+        set.spawn(async move {
+            let mut hist = Histogram::default();
+            let mut first_error = None;
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let id = format!("{run_id}-churn-c{i}");
+                live.add_sent(1);
+                let began = Instant::now();
+                match mqtt::connect(&target, target.source(i), &id, true).await {
+                    Ok((stream, _)) => {
+                        hist.record(began.elapsed().as_micros() as u64);
+                        live.add_received(1, stats::now_ns());
+                        let (rd, wr) = stream.into_split();
+                        mqtt::close(rd, wr).await;
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        first_error = first_error.or(Some(e));
+                    }
+                }
+            }
+            (hist, first_error)
+        });
+    }
+    let mut hist = Histogram::default();
+    let mut first_error = None;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((h, e)) => {
+                hist.merge(&h);
+                first_error = first_error.or(e);
+            }
+            Err(e) => first_error = first_error.or(Some(anyhow!("client task failed: {e}"))),
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let end_sample = ctx.sample()?;
+    end_progress(bar);
+    let done = live.received();
+    let failed = failed.load(Ordering::Relaxed);
+    if done == 0 {
+        return Err(first_error.unwrap_or_else(|| anyhow!("no connection was made")));
+    }
+    if let Some(e) = &first_error {
+        eprintln!("midge_bench: churn: {failed} connects failed; first error: {e:#}");
+    }
+    let rate = done as f64 / elapsed;
+    let mut r = Report::new("churn");
+    r.set("connections", json!(done));
+    r.set("failed", json!(failed));
+    r.set("connects_per_sec", json!(round3(rate)));
+    r.set("msgs_per_sec", json!(round3(rate)));
+    r.set("sent", json!(live.sent()));
+    r.set("expected", json!(live.sent()));
+    r.set("received", json!(done));
+    r.set(
+        "loss_pct",
+        json!(round3(failed as f64 * 100.0 / live.sent().max(1) as f64)),
+    );
+    r.set("duration_s", json!(round3(elapsed)));
+    r.set("p50_us", json!(hist.percentile(50.0)));
+    r.set("p90_us", json!(hist.percentile(90.0)));
+    r.set("p99_us", json!(hist.percentile(99.0)));
+    r.set("p999_us", json!(hist.percentile(99.9)));
+    r.set("max_us", json!(hist.max()));
+    if let (Some(s0), Some(s1)) = (start_sample, end_sample) {
+        let cpu = s1.cpu_s - s0.cpu_s;
+        r.set("broker_cpu_s", json!(round3(cpu)));
+        r.set(
+            "msgs_per_cpu_s",
+            if cpu > 0.0 {
+                json!(round3(done as f64 / cpu))
+            } else {
+                Value::Null
+            },
+        );
+        r.set("broker_rss_start_kb", json!(s0.rss_kb));
+        r.set("broker_rss_end_kb", json!(s1.rss_kb));
+    }
+    Ok(r)
+}
