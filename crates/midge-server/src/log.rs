@@ -3,8 +3,15 @@
 //! the same form (`<unix time>: <message>`, or `log_timestamp_format`), so
 //! existing log tooling keeps parsing them. Files are reopened on SIGHUP so
 //! logrotate can move them away.
+//!
+//! Lines logged on a runtime worker thread go into a buffer that is written
+//! when a worker goes idle ([`Logger::worker_idle`], the runtime's park hook)
+//! or when 16 KiB have gathered: a burst of connections costs one write per
+//! batch of lines, not one per line. Any other thread writes through, after
+//! what is pending, so the order of lines is kept.
 
 use midge_config::{LogConfig, LogDest};
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
@@ -74,8 +81,22 @@ pub struct Logger {
     types: Arc<std::sync::atomic::AtomicU32>,
 }
 
+/// Bytes of pending lines at which a worker writes them without waiting to
+/// go idle.
+const PENDING_LIMIT: usize = 16 * 1024;
+
+thread_local! {
+    /// True on a runtime worker thread once it has parked: its lines may
+    /// wait for [`Logger::flush`].
+    static DEFERRING: Cell<bool> = const { Cell::new(false) };
+}
+
 struct LoggerState {
     config: LogConfig,
+    /// Lines not yet written, per destination index in `config.dests`
+    /// (standard streams and files only).
+    pending: Vec<String>,
+    pending_bytes: usize,
     files: Vec<(PathBuf, Option<File>)>,
     syslog: Option<UnixDatagram>,
     topic: Option<mpsc::UnboundedSender<TopicLine>>,
@@ -99,6 +120,8 @@ impl Logger {
         let logger = Logger {
             inner: Arc::new(Mutex::new(LoggerState {
                 config: LogConfig::default(),
+                pending: Vec::new(),
+                pending_bytes: 0,
                 files: Vec::new(),
                 syslog: None,
                 topic: None,
@@ -120,6 +143,8 @@ impl Logger {
         let Ok(mut state) = self.inner.lock() else {
             return;
         };
+        state.write_pending();
+        state.pending = vec![String::new(); config.dests.len()];
         state.files = config
             .dests
             .iter()
@@ -136,7 +161,25 @@ impl Logger {
     /// Reopens log files (after logrotate moved them).
     pub fn reopen(&self) {
         if let Ok(mut state) = self.inner.lock() {
+            state.write_pending();
             state.open_files();
+        }
+    }
+
+    /// For the runtime's `on_thread_park`, which runs on a worker about to
+    /// go idle: writes what is pending, and from now on lets this thread's
+    /// lines wait for the next time a worker goes idle.
+    pub fn worker_idle(&self) {
+        DEFERRING.with(|d| d.set(true));
+        self.flush();
+    }
+
+    /// Writes the lines that workers left pending.
+    pub fn flush(&self) {
+        if let Ok(mut state) = self.inner.lock() {
+            if state.pending_bytes > 0 {
+                state.write_pending();
+            }
         }
     }
 
@@ -160,51 +203,61 @@ impl Logger {
     }
 
     pub fn log(&self, t: LogType, args: std::fmt::Arguments<'_>) {
+        use std::fmt::Write as _;
         if !self.enabled(t) {
             return;
         }
-        let message = args.to_string();
         let Ok(mut state) = self.inner.lock() else {
             return;
         };
-        let line = match (&state.config.timestamp, &state.config.timestamp_format) {
-            (false, _) => message.clone(),
+        let state = &mut *state;
+        // The line with its newline, in one buffer: one write per line on
+        // the unbuffered standard streams.
+        let mut line = String::with_capacity(128);
+        match (&state.config.timestamp, &state.config.timestamp_format) {
+            (false, _) => {}
             (true, Some(format)) => {
-                format!("{}: {message}", chrono::Local::now().format(format))
+                let _ = write!(line, "{}: ", chrono::Local::now().format(format));
             }
             (true, None) => {
                 let secs = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
-                format!("{secs}: {message}")
+                let _ = write!(line, "{secs}: ");
             }
-        };
-        let dests = state.config.dests.clone();
-        // One write per line on the unbuffered standard streams (`writeln!`
-        // would make two: the line, then its newline).
-        let terminated = format!("{line}\n");
+        }
+        let prefix = line.len();
+        let _ = line.write_fmt(args);
+        line.push('\n');
+        let defer = DEFERRING.with(Cell::get);
+        if !defer && state.pending_bytes > 0 {
+            state.write_pending();
+        }
         // A destination that fails must not take the broker down, nor stop
         // the others.
-        for dest in &dests {
-            match dest {
-                LogDest::Stdout => {
-                    let _ = std::io::stdout().lock().write_all(terminated.as_bytes());
+        for i in 0..state.config.dests.len() {
+            match &state.config.dests[i] {
+                LogDest::Stdout | LogDest::Stderr | LogDest::File(_) if defer => {
+                    if let Some(p) = state.pending.get_mut(i) {
+                        p.push_str(&line);
+                        state.pending_bytes += line.len();
+                    }
                 }
-                LogDest::Stderr => {
-                    let _ = std::io::stderr().lock().write_all(terminated.as_bytes());
-                }
-                LogDest::File(path) => state.write_file(path, &line),
-                LogDest::Syslog => state.write_syslog(t, &message),
+                LogDest::Stdout | LogDest::Stderr | LogDest::File(_) => state.write_to(i, &line),
+                LogDest::Syslog => state.write_syslog(t, &line[prefix..line.len() - 1]),
                 LogDest::Topic => {
                     if let Some(sink) = &state.topic {
                         let _ = sink.send(TopicLine {
                             kind: t,
-                            line: line.clone(),
+                            line: line[..line.len() - 1].to_string(),
                         });
                     }
                 }
             }
+        }
+        if state.pending_bytes >= PENDING_LIMIT {
+            state.write_pending();
         }
     }
 }
@@ -229,18 +282,45 @@ impl LoggerState {
         }
     }
 
-    fn write_file(&mut self, path: &PathBuf, line: &str) {
-        let Some((_, Some(file))) = self.files.iter_mut().find(|(p, _)| p == path) else {
-            return;
-        };
-        if writeln!(file, "{line}").is_err() && !self.reported_file_error {
-            self.reported_file_error = true;
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "Error: cannot write to log file {}.",
-                path.display()
-            );
+    /// Writes `text` (whole lines, each with its newline) to destination
+    /// `i`: a standard stream or a file.
+    fn write_to(&mut self, i: usize, text: &str) {
+        match &self.config.dests[i] {
+            LogDest::Stdout => {
+                let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            }
+            LogDest::Stderr => {
+                let _ = std::io::stderr().lock().write_all(text.as_bytes());
+            }
+            LogDest::File(path) => {
+                let Some((_, Some(file))) = self.files.iter_mut().find(|(p, _)| p == path) else {
+                    return;
+                };
+                if file.write_all(text.as_bytes()).is_err() && !self.reported_file_error {
+                    self.reported_file_error = true;
+                    let _ = writeln!(
+                        std::io::stderr().lock(),
+                        "Error: cannot write to log file {}.",
+                        path.display()
+                    );
+                }
+            }
+            LogDest::Syslog | LogDest::Topic => {}
         }
+    }
+
+    /// Writes every pending line, destination by destination.
+    fn write_pending(&mut self) {
+        for i in 0..self.pending.len() {
+            if !self.pending[i].is_empty() {
+                let text = std::mem::take(&mut self.pending[i]);
+                self.write_to(i, &text);
+                // Keep the buffer's capacity for the next batch.
+                self.pending[i] = text;
+                self.pending[i].clear();
+            }
+        }
+        self.pending_bytes = 0;
     }
 
     fn write_syslog(&mut self, t: LogType, message: &str) {
@@ -266,4 +346,87 @@ macro_rules! log {
             $logger.log($t, format_args!($($arg)*));
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_logger(path: &std::path::Path) -> Logger {
+        Logger::new(
+            LogConfig {
+                dests: vec![LogDest::File(path.to_path_buf())],
+                timestamp: false,
+                ..LogConfig::default()
+            },
+            false,
+        )
+    }
+
+    fn read(path: &std::path::Path) -> String {
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    #[test]
+    fn worker_lines_wait_for_idle_and_keep_their_order() {
+        let dir = std::env::temp_dir().join(format!("midge-log-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("batch.log");
+        let log = file_logger(&path);
+
+        // A thread that never went idle as a worker writes through.
+        log!(log, LogType::NOTICE, "first");
+        assert_eq!(read(&path), "first\n");
+
+        let worker = {
+            let log = log.clone();
+            let path = path.clone();
+            std::thread::spawn(move || {
+                log.worker_idle();
+                log!(log, LogType::NOTICE, "from a worker {}", 1);
+                log!(log, LogType::NOTICE, "from a worker {}", 2);
+                let before_idle = read(&path);
+                log.worker_idle();
+                (before_idle, read(&path))
+            })
+        };
+        let (before_idle, after_idle) = worker.join().expect("worker thread");
+        assert_eq!(before_idle, "first\n", "a worker's lines wait");
+        assert_eq!(
+            after_idle, "first\nfrom a worker 1\nfrom a worker 2\n",
+            "written, in order, when the worker goes idle"
+        );
+
+        // Pending worker lines go out ahead of another thread's line.
+        let worker = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                log.worker_idle();
+                log!(log, LogType::NOTICE, "pending");
+            })
+        };
+        worker.join().expect("worker thread");
+        log!(log, LogType::NOTICE, "last");
+        assert_eq!(
+            read(&path),
+            "first\nfrom a worker 1\nfrom a worker 2\npending\nlast\n"
+        );
+
+        // A full buffer is written without waiting.
+        let worker = {
+            let log = log.clone();
+            let path = path.clone();
+            std::thread::spawn(move || {
+                log.worker_idle();
+                let long = "x".repeat(1000);
+                for _ in 0..(PENDING_LIMIT / 1000 + 1) {
+                    log!(log, LogType::NOTICE, "{long}");
+                }
+                read(&path).len()
+            })
+        };
+        let written = worker.join().expect("worker thread");
+        assert!(written > PENDING_LIMIT, "only {written} bytes written");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -126,12 +126,20 @@ fn main() -> ExitCode {
             );
         }
     }
+    let idle_log = log.clone();
     let code = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads(&config))
         .enable_all()
+        // Workers' log lines are written in batches, when a worker goes idle.
+        .on_thread_park(move || idle_log.worker_idle())
         .build()
     {
-        Ok(runtime) => runtime.block_on(run(args, config.clone(), log.clone())),
+        Ok(runtime) => {
+            let code = runtime.block_on(run(args, config.clone(), log.clone()));
+            drop(runtime);
+            log.flush();
+            code
+        }
         Err(e) => {
             log!(
                 log,
