@@ -11,7 +11,7 @@
 # (midge / best peer) to bench/results/ and the table to stdout.
 #
 # Usage: bench/compare.sh [--rounds N] [--duration SECS] [--brokers "midge mosquitto rumqttd"]
-#                         [--scenarios "fanin fanout p2p latency conn storm churn subs100k subs1"]
+#                         [--scenarios "fanin fanout p2p latency conn conn1t storm churn churn1t subs100k subs1"]
 #                         [--no-install] [--out FILE]
 #        bench/compare.sh --report RESULTS.jsonl [--out FILE]   (table only, no runs)
 # Environment: MIDGE_BIN, BENCH_BIN to use prebuilt binaries instead of
@@ -26,7 +26,7 @@ TOOLS="$ROOT/bench/.tools"
 ROUNDS=3
 DURATION=5
 BROKERS="midge mosquitto rumqttd"
-SCENARIOS="fanin fanout p2p latency conn storm churn subs100k subs1"
+SCENARIOS="fanin fanout p2p latency conn conn1t storm churn churn1t subs100k subs1"
 INSTALL=1
 OUT=""
 REPORT=""
@@ -87,10 +87,12 @@ metrics = [
     ("latency: broker CPU s per run", "latency", "broker_cpu_s", False, "{:.2f}"),
     ("10k idle connections: RSS bytes/conn", "conn", "broker_rss_per_conn_bytes", False, "{:,.0f}"),
     ("connect rate, 64 at a time: conn/s", "conn", "connects_per_sec", True, "{:,.0f}"),
+    ("connect rate, 64 at a time, 1-thread bench: conn/s", "conn1t", "connects_per_sec", True, "{:,.0f}"),
     ("connect storm, 1000 at a time: conn/s", "storm", "connects_per_sec", True, "{:,.0f}"),
     ("connect+disconnect loop, 64 clients: conn/s", "churn", "connects_per_sec", True, "{:,.0f}"),
     ("connect+disconnect: per broker CPU s", "churn", "msgs_per_cpu_s", True, "{:,.0f}"),
     ("connect+disconnect: CONNACK p99 µs", "churn", "p99_us", False, "{:,.0f}"),
+    ("connect+disconnect, 1-thread bench: conn/s", "churn1t", "connects_per_sec", True, "{:,.0f}"),
     ("100k subscriptions, 1 matching: msg/s", "subs100k", "msgs_per_sec", True, "{:,.0f}"),
     ("100k subscriptions: SUBSCRIBE time s", "subs100k", "subscribe_s", False, "{:.2f}"),
     ("1 subscription (same fan-in): msg/s", "subs1", "msgs_per_sec", True, "{:,.0f}"),
@@ -293,6 +295,9 @@ scenario_args() {
         conn) echo "conn --connections 10000 --hold 1 --payload 64" ;;
         storm) echo "conn --connections 10000 --connect-concurrency 1000 --hold 0" ;;
         churn) echo "churn --connect-concurrency 64" ;;
+        # The same two with the bench on one thread: it then leaves the broker a whole core.
+        conn1t) echo "conn --connections 10000 --hold 0 --client-threads 1" ;;
+        churn1t) echo "churn --connect-concurrency 64 --client-threads 1" ;;
         subs100k) echo "subs --filters 100000 --publishers 8 --qos 0 --payload 64" ;;
         subs1) echo "subs --filters 1 --publishers 8 --qos 0 --payload 64" ;;
         *) say "unknown scenario $1"; return 1 ;;
@@ -321,11 +326,12 @@ for round in $(seq "$ROUNDS"); do
         for broker in $available; do
             port=$(free_port)
             extra=""
-            if [ "$scen" = conn ] || [ "$scen" = storm ] || [ "$scen" = churn ]; then
-                # Two fresh source addresses per run: TIME_WAIT of earlier runs never collides.
-                extra="--source-addrs 127.0.0.$src,127.0.0.$((src + 1))"
-                src=$((src + 2)); [ $src -gt 250 ] && src=10
-            fi
+            case $scen in
+                conn|conn1t|storm|churn|churn1t)
+                    # Two fresh source addresses per run: TIME_WAIT of earlier runs never collides.
+                    extra="--source-addrs 127.0.0.$src,127.0.0.$((src + 1))"
+                    src=$((src + 2)); [ $src -gt 250 ] && src=10 ;;
+            esac
             say "round $round/$ROUNDS: $scen on $broker"
             if ! start_broker "$broker" "$port"; then
                 echo "{\"scenario\":\"$scen\",\"label\":\"$broker\",\"round\":$round,\"error\":\"broker did not start\"}" >>"$RAW"

@@ -186,7 +186,16 @@ fn every_scenario_runs_against_midge() {
     assert_eq!(v["failed"], 0, "{v}");
 
     // Connect, CONNACK, DISCONNECT in a loop for the second of --duration.
-    let v = bench(&broker, &["churn", "--connect-concurrency", "4"]);
+    let v = bench(
+        &broker,
+        &[
+            "churn",
+            "--connect-concurrency",
+            "4",
+            "--client-threads",
+            "1",
+        ],
+    );
     assert_eq!(v["failed"], 0, "{v}");
     assert_eq!(v["received"], v["connections"], "{v}");
     assert!(v["p50_us"].is_u64(), "connect latency measured: {v}");

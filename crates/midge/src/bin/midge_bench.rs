@@ -160,6 +160,11 @@ pub struct Opts {
     /// publishes per second), then the subscribers reconnect and drain.
     #[arg(long)]
     pub offline: bool,
+    /// Threads of the bench itself (default: one per core). 1 runs every
+    /// client on one thread, which costs the bench the least CPU per
+    /// connection (on two cores it leaves the broker a whole core).
+    #[arg(long = "client-threads")]
+    pub client_threads: Option<usize>,
     /// Extra label copied into each JSON object as "label" (e.g. the broker's name).
     #[arg(long)]
     pub label: Option<String>,
@@ -244,10 +249,20 @@ fn run(opts: Opts) -> Result<()> {
     let timeout = opts.timeout.unwrap_or(opts.duration * 4.0 + 60.0);
     // Keep-alive longer than the whole run: no PINGREQ needed.
     let keep_alive = (timeout + 60.0).clamp(60.0, 65535.0) as u16;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = match opts.client_threads {
+        Some(0) => bail!("--client-threads must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the tokio runtime")?;
     let ctx = scenarios::Ctx {
         target: mqtt::Target {
             addr,
