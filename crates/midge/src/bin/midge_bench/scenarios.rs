@@ -753,24 +753,9 @@ pub async fn churn(ctx: &Ctx) -> Result<Report> {
         json!(round3(failed as f64 * 100.0 / live.sent().max(1) as f64)),
     );
     r.set("duration_s", json!(round3(elapsed)));
-    r.set("p50_us", json!(hist.percentile(50.0)));
-    r.set("p90_us", json!(hist.percentile(90.0)));
-    r.set("p99_us", json!(hist.percentile(99.0)));
-    r.set("p999_us", json!(hist.percentile(99.9)));
-    r.set("max_us", json!(hist.max()));
+    set_latency(&mut r, &hist);
     if let (Some(s0), Some(s1)) = (start_sample, end_sample) {
-        let cpu = s1.cpu_s - s0.cpu_s;
-        r.set("broker_cpu_s", json!(round3(cpu)));
-        r.set(
-            "msgs_per_cpu_s",
-            if cpu > 0.0 {
-                json!(round3(done as f64 / cpu))
-            } else {
-                Value::Null
-            },
-        );
-        r.set("broker_rss_start_kb", json!(s0.rss_kb));
-        r.set("broker_rss_end_kb", json!(s1.rss_kb));
+        set_broker(&mut r, done, s0, s0, s1, s1.rss_kb);
     }
     Ok(r)
 }
