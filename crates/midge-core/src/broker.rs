@@ -69,6 +69,13 @@ struct Connection {
     /// An enhanced-authentication exchange in progress (before CONNACK, or a
     /// re-authentication after it).
     auth: Option<Box<PendingAuth>>,
+    /// What few connections have, behind one box: an idle connection
+    /// without them pays 8 bytes, not 96.
+    extras: Option<Box<ConnExtras>>,
+}
+
+#[derive(Debug, Default)]
+struct ConnExtras {
     /// The Authentication Method this connection authenticated with.
     auth_method: Option<ByteString>,
     /// A user name proven by the transport (TLS client certificate with
@@ -76,6 +83,24 @@ struct Connection {
     identity: Option<ByteString>,
     /// The listener's `mount_point`.
     mount: Option<ByteString>,
+}
+
+impl Connection {
+    fn auth_method(&self) -> Option<&ByteString> {
+        self.extras.as_ref().and_then(|e| e.auth_method.as_ref())
+    }
+
+    fn identity(&self) -> Option<&ByteString> {
+        self.extras.as_ref().and_then(|e| e.identity.as_ref())
+    }
+
+    fn mount(&self) -> Option<&ByteString> {
+        self.extras.as_ref().and_then(|e| e.mount.as_ref())
+    }
+
+    fn extras_mut(&mut self) -> &mut ConnExtras {
+        self.extras.get_or_insert_with(Box::default)
+    }
 }
 
 struct PendingAuth {
@@ -353,9 +378,7 @@ impl Broker {
                 queued_for_transmit: false,
                 closing: false,
                 auth: None,
-                auth_method: None,
-                identity: None,
-                mount: None,
+                extras: None,
             }),
         );
         self.stats.connections_total += 1;
@@ -369,7 +392,7 @@ impl Broker {
     /// that name is its user name, whatever CONNECT says.
     pub fn set_transport_identity(&mut self, conn: ConnId, username: ByteString) {
         if let Some(c) = self.links.conns.get_mut(&conn) {
-            c.identity = Some(username);
+            c.extras_mut().identity = Some(username);
         }
     }
 
@@ -385,7 +408,7 @@ impl Broker {
     /// The connection came in on a listener with a `mount_point`.
     pub fn set_mount_point(&mut self, conn: ConnId, prefix: ByteString) {
         if let Some(c) = self.links.conns.get_mut(&conn) {
-            c.mount = Some(prefix);
+            c.extras_mut().mount = Some(prefix);
         }
     }
 
@@ -449,7 +472,7 @@ impl Broker {
         for id in &ids {
             let key = self.links.conns.get(id).and_then(|c| c.session);
             if let Some(s) = key.and_then(|k| self.sessions.get_mut(k)) {
-                if let Some(w) = s.will.take() {
+                if let Some(w) = s.take_will() {
                     wills.push(w);
                 }
             }
@@ -561,15 +584,15 @@ impl Broker {
                     }
                 }
                 Timer::WillDelay(key) => {
-                    let due_will = self
-                        .sessions
-                        .get_mut(key)
-                        .and_then(|s| match &s.pending_will {
-                            Some((_, at)) if *at <= now && s.conn.is_none() => {
-                                s.pending_will.take()
-                            }
-                            _ => None,
-                        });
+                    let due_will =
+                        self.sessions
+                            .get_mut(key)
+                            .and_then(|s| match s.pending_will() {
+                                Some((_, at)) if *at <= now && s.conn.is_none() => {
+                                    s.take_pending_will()
+                                }
+                                _ => None,
+                            });
                     if let Some((will, _)) = due_will {
                         self.publish_will(*will, now);
                     }
@@ -667,7 +690,7 @@ impl Broker {
             return;
         };
         s.conn = None;
-        let will = s.will.take();
+        let will = s.take_will();
         let expiry = s.expiry_interval;
         // A will with a Will Delay Interval waits, unless the session ends
         // first ([MQTT-3.1.2-8]); a reconnect in between cancels it.
@@ -677,7 +700,7 @@ impl Broker {
                 match will.properties.will_delay_interval {
                     Some(delay) if delay > 0 && expiry != 0 => {
                         let at = now + Duration::from_secs(u64::from(delay));
-                        s.pending_will = Some((will, at));
+                        s.set_pending_will(will, at);
                         self.timers.push(Reverse((at, Timer::WillDelay(key))));
                     }
                     _ => will_now = Some(will),
@@ -685,7 +708,7 @@ impl Broker {
             }
         }
         if s.stored && expiry != 0 {
-            let will = s.pending_will.as_ref().map(|(w, _)| (**w).clone());
+            let will = s.pending_will().map(|(w, _)| (**w).clone());
             self.store_ops
                 .push(crate::persist::StoreOp::SessionOffline {
                     client_id: s.client_id.clone(),
@@ -714,7 +737,7 @@ impl Broker {
     /// Removes a session and all its subscriptions; a will still waiting
     /// for its delay is published now.
     fn end_session(&mut self, key: SessionKey, now: Instant) {
-        let Some(s) = self.sessions.remove(key) else {
+        let Some(mut s) = self.sessions.remove(key) else {
             return;
         };
         if s.stored {
@@ -735,7 +758,7 @@ impl Broker {
         if self.clients.get(&s.client_id) == Some(&key) {
             self.clients.remove(&s.client_id);
         }
-        if let Some((will, _)) = s.pending_will {
+        if let Some((will, _)) = s.take_pending_will() {
             self.publish_will(*will, now);
         }
     }

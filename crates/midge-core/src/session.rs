@@ -237,9 +237,6 @@ pub struct Session {
     pub client_id: ByteString,
     /// The user name of the connection that last attached (for ACLs).
     pub username: Option<ByteString>,
-    /// The listener's `mount_point`: prefixed to this client's topics and
-    /// filters, and taken off the topics it is sent.
-    pub mount: Option<ByteString>,
     /// The connection currently attached, if any.
     pub conn: Option<ConnId>,
     pub protocol: ProtocolVersion,
@@ -252,12 +249,9 @@ pub struct Session {
     pub inflight: InflightWindow,
     pub queue: VecDeque<Delivery>,
     pub queued_bytes: u64,
-    /// QoS 2 packet ids received and delivered, awaiting PUBREL ([MQTT-4.3.3-10]).
-    pub incoming_qos2: HashSet<u16>,
-    /// Boxed: a will (with its properties) is large and most sessions have none.
-    pub will: Option<Box<LastWill>>,
-    /// A will waiting for its Will Delay Interval (5.0) to pass.
-    pub pending_will: Option<(Box<LastWill>, Instant)>,
+    /// What few sessions have, behind one box: a session without any of it
+    /// pays 8 bytes, not 112 (idle connections).
+    extras: Option<Box<SessionExtras>>,
     pub link: LinkState,
     /// Messages dropped because the queue was full (Mosquitto's counter).
     pub dropped: u64,
@@ -272,12 +266,87 @@ pub struct Session {
     pub(crate) route_slot: usize,
 }
 
+/// The rarer parts of a [`Session`].
+#[derive(Debug, Default)]
+struct SessionExtras {
+    /// The listener's `mount_point`: prefixed to this client's topics and
+    /// filters, and taken off the topics it is sent.
+    mount: Option<ByteString>,
+    /// QoS 2 packet ids received and delivered, awaiting PUBREL ([MQTT-4.3.3-10]).
+    incoming_qos2: HashSet<u16>,
+    /// Boxed: a will (with its properties) is large.
+    will: Option<Box<LastWill>>,
+    /// A will waiting for its Will Delay Interval (5.0) to pass.
+    pending_will: Option<(Box<LastWill>, Instant)>,
+}
+
 impl Session {
+    fn extras_mut(&mut self) -> &mut SessionExtras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// The listener's `mount_point`, if the client came in on one.
+    pub fn mount(&self) -> Option<&ByteString> {
+        self.extras.as_ref().and_then(|e| e.mount.as_ref())
+    }
+
+    pub fn set_mount(&mut self, mount: Option<ByteString>) {
+        if mount.is_some() || self.extras.is_some() {
+            self.extras_mut().mount = mount;
+        }
+    }
+
+    pub fn set_will(&mut self, will: Option<Box<LastWill>>) {
+        if will.is_some() || self.extras.is_some() {
+            self.extras_mut().will = will;
+        }
+    }
+
+    pub fn take_will(&mut self) -> Option<Box<LastWill>> {
+        self.extras.as_mut().and_then(|e| e.will.take())
+    }
+
+    /// A will waiting for its delay, and when it is due.
+    pub fn pending_will(&self) -> Option<&(Box<LastWill>, Instant)> {
+        self.extras.as_ref().and_then(|e| e.pending_will.as_ref())
+    }
+
+    pub fn set_pending_will(&mut self, will: Box<LastWill>, due: Instant) {
+        self.extras_mut().pending_will = Some((will, due));
+    }
+
+    pub fn take_pending_will(&mut self) -> Option<(Box<LastWill>, Instant)> {
+        self.extras.as_mut().and_then(|e| e.pending_will.take())
+    }
+
+    /// A QoS 2 packet id received and delivered, awaiting PUBREL.
+    pub fn awaits_pubrel(&self, id: u16) -> bool {
+        self.extras
+            .as_ref()
+            .is_some_and(|e| e.incoming_qos2.contains(&id))
+    }
+
+    /// How many QoS 2 packet ids await PUBREL.
+    pub fn awaiting_pubrel(&self) -> usize {
+        self.extras.as_ref().map_or(0, |e| e.incoming_qos2.len())
+    }
+
+    /// Records a QoS 2 packet id until its PUBREL; false if it was there.
+    pub fn await_pubrel(&mut self, id: u16) -> bool {
+        self.extras_mut().incoming_qos2.insert(id)
+    }
+
+    /// The PUBREL for `id` came; false if it was not awaited.
+    pub fn release(&mut self, id: u16) -> bool {
+        self.extras
+            .as_mut()
+            .is_some_and(|e| e.incoming_qos2.remove(&id))
+    }
+
     pub fn new(client_id: ByteString, protocol: ProtocolVersion, expiry_interval: u32) -> Self {
         Session {
             client_id,
             username: None,
-            mount: None,
             conn: None,
             protocol,
             expiry_interval,
@@ -286,9 +355,7 @@ impl Session {
             inflight: InflightWindow::default(),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            incoming_qos2: HashSet::new(),
-            will: None,
-            pending_will: None,
+            extras: None,
             link: LinkState::default(),
             dropped: 0,
             stored: false,
@@ -363,6 +430,33 @@ impl Session {
 mod tests {
     use super::*;
     use crate::message::Message;
+
+    /// Every idle connection has a session (issue 4: memory per
+    /// connection); the rare parts live in `extras`. Print the size with
+    /// `--nocapture` when changing the struct.
+    #[test]
+    fn a_session_stays_small() {
+        let size = std::mem::size_of::<Session>();
+        println!("Session: {size} bytes");
+        assert!(size <= 300, "a session is {size} bytes");
+    }
+
+    #[test]
+    fn rare_parts_cost_nothing_until_used() {
+        let mut s = Session::new("c".into(), ProtocolVersion::V311, 0);
+        s.set_mount(None);
+        s.set_will(None);
+        assert!(s.extras.is_none(), "no box for nothing");
+        assert!(!s.awaits_pubrel(7));
+        assert!(!s.release(7));
+        assert!(s.await_pubrel(7));
+        assert!(!s.await_pubrel(7), "already awaited");
+        assert_eq!(s.awaiting_pubrel(), 1);
+        assert!(s.release(7));
+        assert_eq!(s.awaiting_pubrel(), 0);
+        s.set_mount(Some("m/".into()));
+        assert_eq!(s.mount().map(|m| &**m), Some("m/"));
+    }
     use std::sync::Arc;
 
     fn inflight(session: &mut Session) -> Inflight {

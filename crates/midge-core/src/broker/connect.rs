@@ -47,7 +47,7 @@ impl Broker {
             c.properties.authentication_data.as_deref(),
         );
         if let Some(conn) = self.links.conns.get_mut(&conn_id) {
-            conn.auth_method = Some(method.clone());
+            conn.extras_mut().auth_method = Some(method.clone());
         }
         match step {
             AuthStep::Success { data } => self.finish_connect(conn_id, *c, data, now),
@@ -101,7 +101,7 @@ impl Broker {
             return;
         };
         let method_ok = a.properties.authentication_method.is_some()
-            && a.properties.authentication_method == conn.auth_method;
+            && a.properties.authentication_method.as_ref() == conn.auth_method();
         // [MQTT-4.12.0-5] the method must stay the same; AUTH without an
         // exchange (other than starting a re-authentication) is an error.
         if !method_ok {
@@ -112,7 +112,7 @@ impl Broker {
         let step = match (a.reason, conn.auth.as_mut()) {
             (ReasonCode::CONTINUE_AUTHENTICATION, Some(p)) => p.exchange.step(data),
             (ReasonCode::REAUTHENTICATE, None) if key.is_some() => {
-                let method = conn.auth_method.clone().unwrap_or_default();
+                let method = conn.auth_method().cloned().unwrap_or_default();
                 let client_id = conn.client_id.clone();
                 let Some(m) = self
                     .auth_methods
@@ -143,7 +143,7 @@ impl Broker {
         let Some(conn) = self.links.conns.get_mut(&conn_id) else {
             return;
         };
-        let method = conn.auth_method.clone().unwrap_or_default();
+        let method = conn.auth_method().cloned().unwrap_or_default();
         match step {
             AuthStep::Continue { data } => {
                 self.send_auth(conn_id, ReasonCode::CONTINUE_AUTHENTICATION, &method, data);
@@ -196,7 +196,7 @@ impl Broker {
             .links
             .conns
             .get(&conn_id)
-            .and_then(|c| c.identity.clone());
+            .and_then(|c| c.identity().cloned());
         let username = identity.clone().or(username);
         let v5 = protocol.is_v5();
         let code = |v3: u8, v5_code: ReasonCode| if v5 { v5_code.0 } else { v3 };
@@ -234,7 +234,7 @@ impl Broker {
                 .links
                 .conns
                 .get(&conn_id)
-                .is_some_and(|c| c.auth_method.is_some());
+                .is_some_and(|c| c.auth_method().is_some());
         let refused = code(
             connect_return_code::NOT_AUTHORIZED,
             ReasonCode::NOT_AUTHORIZED,
@@ -355,17 +355,21 @@ impl Broker {
         session.protocol = protocol;
         session.expiry_interval = expiry_interval;
         session.expires_at = None;
-        let mount = self.links.conns.get(&conn_id).and_then(|c| c.mount.clone());
-        session.will = will.map(|mut w| {
+        let mount = self
+            .links
+            .conns
+            .get(&conn_id)
+            .and_then(|c| c.mount().cloned());
+        session.set_will(will.map(|mut w| {
             if let Some(m) = &mount {
                 w.topic = ByteString::from(format!("{m}{}", w.topic));
             }
             Box::new(w)
-        });
-        session.mount = mount;
+        }));
+        session.set_mount(mount);
         session.username = username.clone();
         // [MQTT-3.1.3-9] a reconnect within the Will Delay Interval cancels the will.
-        session.pending_will = None;
+        session.take_pending_will();
         session.link = LinkState {
             send_window: window,
             max_packet_out: if v5 {
@@ -390,7 +394,7 @@ impl Broker {
             conn.client_id = client_id.clone();
             conn.grace = grace;
             conn.auth = None;
-            auth_method = conn.auth_method.clone();
+            auth_method = conn.auth_method().cloned();
         }
         if let Some(g) = grace {
             self.timers
@@ -497,7 +501,7 @@ impl Broker {
                     &f.delivery,
                     Some(f.packet_id),
                     protocol,
-                    s.mount.as_ref(),
+                    s.mount(),
                     now,
                 );
                 let big = super::publish::too_large(&p, s, 0);
@@ -541,7 +545,7 @@ impl Broker {
                         &f.delivery,
                         Some(f.packet_id),
                         protocol,
-                        s.mount.as_ref(),
+                        s.mount(),
                         now,
                     );
                     p.dup = true;

@@ -67,13 +67,13 @@ impl Broker {
                 s.expires_at = Some(now + left);
             }
             if let Some((will, left)) = r.pending_will {
-                s.pending_will = Some((Box::new(will), now + left));
+                s.set_pending_will(Box::new(will), now + left);
             }
             for (filter, sub) in &r.subscriptions {
                 s.subscriptions.insert(filter.clone(), *sub);
             }
             for id in &r.incoming_qos2 {
-                s.incoming_qos2.insert(*id);
+                s.await_pubrel(*id);
             }
             for d in r.deliveries {
                 s.next_seq = s.next_seq.max(d.seq + 1);
@@ -101,7 +101,7 @@ impl Broker {
                 }
             }
             let expires_at = s.expires_at;
-            let will_at = s.pending_will.as_ref().map(|(_, at)| *at);
+            let will_at = s.pending_will().map(|(_, at)| *at);
             // A client id seen twice keeps the first.
             if self.clients.contains_key(&r.client_id) {
                 continue;

@@ -82,8 +82,8 @@ impl Broker {
             // Our Receive Maximum counts QoS 2 messages not yet released
             // (QoS 1 is acknowledged at once) [MQTT-3.3.4-9].
             if let (QoS::ExactlyOnce, Some(id)) = (p.qos, p.packet_id) {
-                if !session.incoming_qos2.contains(&id.get())
-                    && session.incoming_qos2.len() >= self.config.inflight_window()
+                if !session.awaits_pubrel(id.get())
+                    && session.awaiting_pubrel() >= self.config.inflight_window()
                 {
                     self.protocol_error(conn_id, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
                     return;
@@ -99,7 +99,7 @@ impl Broker {
                 reason = ReasonCode::PAYLOAD_FORMAT_INVALID;
             }
         }
-        if let Some(m) = &session.mount {
+        if let Some(m) = session.mount() {
             p.topic = ByteString::from(format!("{m}{}", p.topic));
         }
         if let Some(access) = &self.access {
@@ -144,7 +144,7 @@ impl Broker {
 
         let fresh = match (p.qos, p.packet_id) {
             (QoS::ExactlyOnce, Some(id)) if accepted => {
-                let fresh = session.incoming_qos2.insert(id.get());
+                let fresh = session.await_pubrel(id.get());
                 if fresh && session.stored {
                     self.store_ops.push(StoreOp::PutIncomingQos2 {
                         client_id: session.client_id.clone(),
@@ -365,7 +365,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(key) else {
             return false;
         };
-        let mut p = outgoing_publish(&d, None, s.protocol, s.mount.as_ref(), now);
+        let mut p = outgoing_publish(&d, None, s.protocol, s.mount(), now);
         // A Topic Alias property may be added below (3 bytes).
         let alias_room = if s.link.alias_out_max > 0 { 3 } else { 0 };
         if too_large(&p, s, alias_room) {
@@ -481,7 +481,7 @@ impl Broker {
             return;
         };
         let mut comp = PubResponse::new(id);
-        let released = s.incoming_qos2.remove(&id.get());
+        let released = s.release(id.get());
         if released && s.stored {
             self.store_ops.push(StoreOp::DeleteIncomingQos2 {
                 client_id: s.client_id.clone(),

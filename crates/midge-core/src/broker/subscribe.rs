@@ -32,7 +32,7 @@ impl Broker {
         let identifier = sub.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(sub.filters.len());
         let mut retained: Vec<(SharedMessage, Subscription)> = Vec::new();
-        let mount = self.sessions.get(key).and_then(|s| s.mount.clone());
+        let mount = self.sessions.get(key).and_then(|s| s.mount().cloned());
         for (filter, mut options) in sub.filters {
             let filter = mounted(mount.as_ref(), filter);
             if !v5 {
@@ -136,7 +136,7 @@ impl Broker {
         let v5 = s.protocol.is_v5();
         let client_id = s.client_id.clone();
         let mut reasons = Vec::new();
-        let mount = s.mount.clone();
+        let mount = s.mount().cloned();
         for filter in u.filters {
             let filter = mounted(mount.as_ref(), filter);
             let existed = s.subscriptions.remove(&filter).is_some();

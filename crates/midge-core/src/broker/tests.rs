@@ -692,3 +692,12 @@ fn without_anonymous_access_a_bare_user_name_is_not_enough() {
     assert_eq!(ack.code, connect_return_code::NOT_AUTHORIZED);
     assert!(h.is_closed(conn));
 }
+
+/// Every idle connection has one (issue 4: memory per connection); the
+/// rare parts live in `extras`.
+#[test]
+fn a_core_connection_stays_small() {
+    let size = std::mem::size_of::<super::Connection>();
+    println!("Connection: {size} bytes");
+    assert!(size <= 128, "a connection is {size} bytes");
+}
