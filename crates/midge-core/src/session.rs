@@ -430,6 +430,7 @@ impl Session {
 mod tests {
     use super::*;
     use crate::message::Message;
+    use std::sync::Arc;
 
     /// Every idle connection has a session (issue 4: memory per
     /// connection); the rare parts live in `extras`. Print the size with
@@ -457,7 +458,6 @@ mod tests {
         s.set_mount(Some("m/".into()));
         assert_eq!(s.mount().map(|m| &**m), Some("m/"));
     }
-    use std::sync::Arc;
 
     fn inflight(session: &mut Session) -> Inflight {
         Inflight {

@@ -96,7 +96,6 @@ struct LoggerState {
     /// Lines not yet written, per destination index in `config.dests`
     /// (standard streams and files only).
     pending: Vec<String>,
-    pending_bytes: usize,
     files: Vec<(PathBuf, Option<File>)>,
     syslog: Option<UnixDatagram>,
     topic: Option<mpsc::UnboundedSender<TopicLine>>,
@@ -121,7 +120,6 @@ impl Logger {
             inner: Arc::new(Mutex::new(LoggerState {
                 config: LogConfig::default(),
                 pending: Vec::new(),
-                pending_bytes: 0,
                 files: Vec::new(),
                 syslog: None,
                 topic: None,
@@ -177,9 +175,7 @@ impl Logger {
     /// Writes the lines that workers left pending.
     pub fn flush(&self) {
         if let Ok(mut state) = self.inner.lock() {
-            if state.pending_bytes > 0 {
-                state.write_pending();
-            }
+            state.write_pending();
         }
     }
 
@@ -231,7 +227,7 @@ impl Logger {
         let _ = line.write_fmt(args);
         line.push('\n');
         let defer = DEFERRING.with(Cell::get);
-        if !defer && state.pending_bytes > 0 {
+        if !defer {
             state.write_pending();
         }
         // A destination that fails must not take the broker down, nor stop
@@ -241,7 +237,6 @@ impl Logger {
                 LogDest::Stdout | LogDest::Stderr | LogDest::File(_) if defer => {
                     if let Some(p) = state.pending.get_mut(i) {
                         p.push_str(&line);
-                        state.pending_bytes += line.len();
                     }
                 }
                 LogDest::Stdout | LogDest::Stderr | LogDest::File(_) => state.write_to(i, &line),
@@ -256,7 +251,7 @@ impl Logger {
                 }
             }
         }
-        if state.pending_bytes >= PENDING_LIMIT {
+        if state.pending.iter().map(String::len).sum::<usize>() >= PENDING_LIMIT {
             state.write_pending();
         }
     }
@@ -320,7 +315,6 @@ impl LoggerState {
                 self.pending[i].clear();
             }
         }
-        self.pending_bytes = 0;
     }
 
     fn write_syslog(&mut self, t: LogType, message: &str) {

@@ -174,10 +174,7 @@ pub async fn clear_session(target: &Target, source: Option<IpAddr>, client_id: &
 /// the bench's source ports are free again at once, and a loop of connects
 /// (`churn`) never runs out of them.
 pub async fn close(mut rd: OwnedReadHalf, mut wr: OwnedWriteHalf) {
-    let mut out = BytesMut::new();
-    if encode(&Packet::Disconnect(Default::default()), &mut out).is_ok() {
-        let _ = wr.write_all(&out).await;
-    }
+    send_disconnect(&mut wr).await;
     let mut sink = [0u8; 4096];
     let _ = tokio::time::timeout(CONNECT_TIMEOUT, async {
         while let Ok(n) = rd.read(&mut sink).await {
@@ -337,11 +334,16 @@ pub async fn run_subscriber(
 
 /// Sends DISCONNECT and shuts the write side, ignoring errors (the run is over).
 pub async fn disconnect(wr: &mut OwnedWriteHalf) {
+    send_disconnect(wr).await;
+    let _ = wr.shutdown().await;
+}
+
+/// Sends DISCONNECT, ignoring errors.
+async fn send_disconnect(wr: &mut OwnedWriteHalf) {
     let mut out = BytesMut::new();
     if encode(&Packet::Disconnect(Default::default()), &mut out).is_ok() {
         let _ = wr.write_all(&out).await;
     }
-    let _ = wr.shutdown().await;
 }
 
 /// How one publisher publishes.
