@@ -38,7 +38,7 @@ pub struct Ctx {
 
 impl Ctx {
     fn client_id(&self, scenario: &str, role: &str, i: usize) -> String {
-        format!("{}-{scenario}-{role}{i}", self.run_id)
+        client_id(&self.run_id, scenario, role, i)
     }
 
     /// A persistent subscriber's id: the same in every run, so a broker
@@ -50,6 +50,11 @@ impl Ctx {
     pub(crate) fn sample(&self) -> Result<Option<ProcSample>> {
         self.opts.broker_pid.map(stats::sample_process).transpose()
     }
+}
+
+/// A client id unique to this run of the bench.
+fn client_id(run_id: &str, scenario: &str, role: &str, i: usize) -> String {
+    format!("{run_id}-{scenario}-{role}{i}")
 }
 
 /// A subscriber to start: its filters.
@@ -683,7 +688,6 @@ pub async fn churn(ctx: &Ctx) -> Result<Report> {
     let workers = o.connect_concurrency.max(1);
     let live = Arc::new(Live::default());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start_sample = ctx.sample()?;
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs_f64(o.duration);
@@ -691,14 +695,14 @@ pub async fn churn(ctx: &Ctx) -> Result<Report> {
     let mut set = JoinSet::new();
     for _ in 0..workers {
         let target = ctx.target.clone();
-        let (live, next, failed) = (live.clone(), next.clone(), failed.clone());
+        let (live, next) = (live.clone(), next.clone());
         let run_id = ctx.run_id.clone();
         set.spawn(async move {
             let mut hist = Histogram::default();
             let mut first_error = None;
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let id = format!("{run_id}-churn-c{i}");
+                let id = client_id(&run_id, "churn", "c", i);
                 live.add_sent(1);
                 let began = Instant::now();
                 match mqtt::connect(&target, target.source(i), &id, true).await {
@@ -708,10 +712,7 @@ pub async fn churn(ctx: &Ctx) -> Result<Report> {
                         let (rd, wr) = stream.into_split();
                         mqtt::close(rd, wr).await;
                     }
-                    Err(e) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        first_error = first_error.or(Some(e));
-                    }
+                    Err(e) => first_error = first_error.or(Some(e)),
                 }
             }
             (hist, first_error)
@@ -731,8 +732,8 @@ pub async fn churn(ctx: &Ctx) -> Result<Report> {
     let elapsed = t0.elapsed().as_secs_f64();
     let end_sample = ctx.sample()?;
     end_progress(bar);
-    let done = live.received();
-    let failed = failed.load(Ordering::Relaxed);
+    let (tried, done) = (live.sent(), live.received());
+    let failed = tried - done;
     if done == 0 {
         return Err(first_error.unwrap_or_else(|| anyhow!("no connection was made")));
     }
@@ -745,13 +746,10 @@ pub async fn churn(ctx: &Ctx) -> Result<Report> {
     r.set("failed", json!(failed));
     r.set("connects_per_sec", json!(round3(rate)));
     r.set("msgs_per_sec", json!(round3(rate)));
-    r.set("sent", json!(live.sent()));
-    r.set("expected", json!(live.sent()));
+    r.set("sent", json!(tried));
+    r.set("expected", json!(tried));
     r.set("received", json!(done));
-    r.set(
-        "loss_pct",
-        json!(round3(failed as f64 * 100.0 / live.sent().max(1) as f64)),
-    );
+    r.set("loss_pct", json!(round3(loss_pct(tried, done))));
     r.set("duration_s", json!(round3(elapsed)));
     set_latency(&mut r, &hist);
     if let (Some(s0), Some(s1)) = (start_sample, end_sample) {
