@@ -647,19 +647,7 @@ pub async fn conn(ctx: &Ctx) -> Result<Report> {
     }
     drop(streams);
 
-    let mut r = Report::new("conn");
-    r.set("connections", json!(n));
-    r.set("failed", json!(failed));
-    r.set("connects_per_sec", json!(round3(rate)));
-    r.set("msgs_per_sec", json!(round3(rate)));
-    r.set("sent", json!(n));
-    r.set("expected", json!(n));
-    r.set("received", json!(connected));
-    r.set(
-        "loss_pct",
-        json!(round3(failed as f64 * 100.0 / n.max(1) as f64)),
-    );
-    r.set("duration_s", json!(round3(connect_s)));
+    let mut r = connect_report("conn", n, n as u64, connected as u64, rate, connect_s);
     for k in ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"] {
         r.set(k, Value::Null);
     }
@@ -677,6 +665,29 @@ pub async fn conn(ctx: &Ctx) -> Result<Report> {
         );
     }
     Ok(r)
+}
+
+/// The counts of a connect scenario: `tried` connects, `done` of them with
+/// a CONNACK (a failed one counts as lost), at `rate` over `duration_s`.
+fn connect_report(
+    scenario: &str,
+    connections: usize,
+    tried: u64,
+    done: u64,
+    rate: f64,
+    duration_s: f64,
+) -> Report {
+    let mut r = Report::new(scenario);
+    r.set("connections", json!(connections));
+    r.set("failed", json!(tried - done));
+    r.set("connects_per_sec", json!(round3(rate)));
+    r.set("msgs_per_sec", json!(round3(rate)));
+    r.set("sent", json!(tried));
+    r.set("expected", json!(tried));
+    r.set("received", json!(done));
+    r.set("loss_pct", json!(round3(loss_pct(tried, done))));
+    r.set("duration_s", json!(round3(duration_s)));
+    r
 }
 
 /// Sustained connect rate: `--connect-concurrency` clients, each in a loop
@@ -741,16 +752,7 @@ pub async fn churn(ctx: &Ctx) -> Result<Report> {
         eprintln!("midge_bench: churn: {failed} connects failed; first error: {e:#}");
     }
     let rate = done as f64 / elapsed;
-    let mut r = Report::new("churn");
-    r.set("connections", json!(done));
-    r.set("failed", json!(failed));
-    r.set("connects_per_sec", json!(round3(rate)));
-    r.set("msgs_per_sec", json!(round3(rate)));
-    r.set("sent", json!(tried));
-    r.set("expected", json!(tried));
-    r.set("received", json!(done));
-    r.set("loss_pct", json!(round3(loss_pct(tried, done))));
-    r.set("duration_s", json!(round3(elapsed)));
+    let mut r = connect_report("churn", done as usize, tried, done, rate, elapsed);
     set_latency(&mut r, &hist);
     if let (Some(s0), Some(s1)) = (start_sample, end_sample) {
         set_broker(&mut r, done, s0, s0, s1, s1.rss_kb);
