@@ -101,6 +101,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // Before any thread exists (the logger may start one), and after the
+    // daemon's fork, which would size the table down again.
+    let fds = midge::fd_table::prepare();
     let log = Logger::new(config.log.clone(), args.verbose);
     log!(
         log,
@@ -125,6 +128,22 @@ fn main() -> ExitCode {
                 "Create a configuration file which defines a listener to allow remote access."
             );
         }
+    }
+    match &fds.presized {
+        Ok(top) => log!(
+            log,
+            LogType::DEBUG,
+            "Open-file limit {} (was {}); file table grown to descriptor {top}.",
+            fds.limit,
+            fds.limit_before
+        ),
+        Err(e) => log!(
+            log,
+            LogType::DEBUG,
+            "Open-file limit {} (was {}); file table not grown: {e}.",
+            fds.limit,
+            fds.limit_before
+        ),
     }
     let idle_log = log.clone();
     let code = match tokio::runtime::Builder::new_multi_thread()

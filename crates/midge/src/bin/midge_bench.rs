@@ -224,7 +224,8 @@ fn run(opts: Opts) -> Result<()> {
         bail!("--duration must be positive");
     }
     check_offline(&opts)?;
-    let (soft, hard) = sys::raise_nofile_limit().context("cannot read RLIMIT_NOFILE")?;
+    let (soft, hard) =
+        midge::fd_table::raise_nofile_limit().context("cannot read RLIMIT_NOFILE")?;
     if opts.scenarios.contains(&Scenario::Conn) {
         let need = opts.connections as u64 + 256;
         if soft < need {
