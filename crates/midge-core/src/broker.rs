@@ -12,8 +12,7 @@ use midge_codec::{
     connect_return_code, ConnAck, Connect, Disconnect, LastWill, Packet, ProtocolVersion,
     ReasonCode,
 };
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,9 @@ mod connect;
 mod persist;
 mod publish;
 mod subscribe;
+mod timers;
+
+use timers::{Timer, Timers};
 
 /// Packets for one connection, and whether to close it after writing them.
 #[derive(Debug)]
@@ -192,14 +194,6 @@ impl Sessions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    ConnectTimeout(ConnId),
-    KeepAlive(ConnId),
-    SessionExpiry(SessionKey),
-    WillDelay(SessionKey),
-}
-
 /// One subscriber of the message being routed, after merging all of its
 /// matching subscriptions.
 #[derive(Debug, Clone)]
@@ -220,7 +214,7 @@ pub struct Broker {
     retained: RetainedIndex<SharedMessage>,
     auth_methods: Vec<Arc<dyn AuthMethod>>,
     access: Option<Arc<dyn crate::access::AccessControl>>,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    timers: Timers,
     events: Vec<BrokerEvent>,
     route_generation: u64,
     targets: Vec<Target>,
@@ -246,7 +240,7 @@ impl Broker {
             retained: RetainedIndex::new(),
             auth_methods: Vec::new(),
             access: None,
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             events: Vec::new(),
             route_generation: 0,
             targets: Vec::new(),
@@ -383,8 +377,7 @@ impl Broker {
         );
         self.stats.connections_total += 1;
         if let Some(t) = self.config.connect_timeout {
-            self.timers
-                .push(Reverse((now + t, Timer::ConnectTimeout(conn))));
+            self.push_timer(now + t, Timer::ConnectTimeout(conn));
         }
     }
 
@@ -536,45 +529,35 @@ impl Broker {
         }
     }
 
+    /// Adds a timer entry; see [`timers`] for how dead ones are dropped.
+    fn push_timer(&mut self, due: Instant, timer: Timer) {
+        let conns = &self.links.conns;
+        let sessions = &self.sessions;
+        self.timers.push(due, timer, |t| match *t {
+            Timer::ConnectTimeout(id) | Timer::KeepAlive(id) => conns.contains_key(&id),
+            Timer::SessionExpiry(key) | Timer::WillDelay(key) => sessions.get(key).is_some(),
+        });
+    }
+
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((due, timer))) = self.timers.peek().copied() {
-            if due > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((_, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::ConnectTimeout(id) => {
-                    let waiting = self
-                        .links
-                        .conns
-                        .get(&id)
-                        .is_some_and(|c| c.session.is_none() && !c.closing);
-                    if waiting {
-                        self.close(id, now, false, None, DisconnectReason::ConnectTimeout);
-                    }
-                }
-                Timer::KeepAlive(id) => {
                     let Some(c) = self.links.conns.get(&id) else {
                         continue;
                     };
-                    let Some(grace) = c.grace else { continue };
                     if c.closing {
                         continue;
                     }
-                    let deadline = c.last_seen + grace;
-                    if deadline <= now {
-                        self.close(
-                            id,
-                            now,
-                            true,
-                            Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
-                            DisconnectReason::KeepAliveTimeout,
-                        );
+                    if c.session.is_none() {
+                        self.close(id, now, false, None, DisconnectReason::ConnectTimeout);
                     } else {
-                        self.timers.push(Reverse((deadline, Timer::KeepAlive(id))));
+                        // Connected: this entry now watches the keep-alive.
+                        self.check_keep_alive(id, now);
                     }
                 }
+                Timer::KeepAlive(id) => self.check_keep_alive(id, now),
                 Timer::SessionExpiry(key) => {
                     let expired = self.sessions.get(key).is_some_and(|s| {
                         s.conn.is_none() && s.expires_at.is_some_and(|t| t <= now)
@@ -601,9 +584,33 @@ impl Broker {
         }
     }
 
+    /// Closes a connection silent past its keep-alive grace
+    /// ([MQTT-3.1.2-24]), or looks again when the grace would run out.
+    fn check_keep_alive(&mut self, id: ConnId, now: Instant) {
+        let Some(c) = self.links.conns.get(&id) else {
+            return;
+        };
+        let Some(grace) = c.grace else { return };
+        if c.closing {
+            return;
+        }
+        let deadline = c.last_seen + grace;
+        if deadline <= now {
+            self.close(
+                id,
+                now,
+                true,
+                Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+                DisconnectReason::KeepAliveTimeout,
+            );
+        } else {
+            self.push_timer(deadline, Timer::KeepAlive(id));
+        }
+    }
+
     /// When [`Broker::handle_timeout`] next has work, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers.next_due()
     }
 
     /// Next batch of packets for one connection.
@@ -695,13 +702,14 @@ impl Broker {
         // A will with a Will Delay Interval waits, unless the session ends
         // first ([MQTT-3.1.2-8]); a reconnect in between cancels it.
         let mut will_now = None;
+        let mut will_timer = None;
         if send_will {
             if let Some(will) = will {
                 match will.properties.will_delay_interval {
                     Some(delay) if delay > 0 && expiry != 0 => {
                         let at = now + Duration::from_secs(u64::from(delay));
                         s.set_pending_will(will, at);
-                        self.timers.push(Reverse((at, Timer::WillDelay(key))));
+                        will_timer = Some(at);
                     }
                     _ => will_now = Some(will),
                 }
@@ -715,6 +723,9 @@ impl Broker {
                     will,
                 });
         }
+        if let Some(at) = will_timer {
+            self.push_timer(at, Timer::WillDelay(key));
+        }
         // QoS 1/2 copies sent through a shared subscription go to another
         // member rather than wait for this one.
         self.redistribute_shared(key, now);
@@ -725,7 +736,7 @@ impl Broker {
                 if let Some(s) = self.sessions.get_mut(key) {
                     let at = now + Duration::from_secs(u64::from(secs));
                     s.expires_at = Some(at);
-                    self.timers.push(Reverse((at, Timer::SessionExpiry(key))));
+                    self.push_timer(at, Timer::SessionExpiry(key));
                 }
             }
         }

@@ -7,7 +7,6 @@ use midge_codec::{
     connect_return_code, Auth, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion,
     PubResponse, QoS, ReasonCode,
 };
-use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
 use super::{Broker, PendingAuth, Timer};
@@ -396,9 +395,12 @@ impl Broker {
             conn.auth = None;
             auth_method = conn.auth_method().cloned();
         }
+        // The connect timeout's entry, due no later than `now + timeout`,
+        // goes on to watch the keep-alive; a shorter grace needs its own.
         if let Some(g) = grace {
-            self.timers
-                .push(Reverse((now + g, Timer::KeepAlive(conn_id))));
+            if self.config.connect_timeout.is_none_or(|t| g < t) {
+                self.push_timer(now + g, Timer::KeepAlive(conn_id));
+            }
         }
 
         let mut ack_props = Properties::default();

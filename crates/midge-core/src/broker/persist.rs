@@ -1,7 +1,6 @@
 //! The core's side of persistence: listing changes as store operations, and
 //! rebuilding sessions and retained messages from what the store recovered.
 
-use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -119,10 +118,10 @@ impl Broker {
                 }
             }
             if let Some(at) = expires_at {
-                self.timers.push(Reverse((at, Timer::SessionExpiry(key))));
+                self.push_timer(at, Timer::SessionExpiry(key));
             }
             if let Some(at) = will_at {
-                self.timers.push(Reverse((at, Timer::WillDelay(key))));
+                self.push_timer(at, Timer::WillDelay(key));
             }
         }
     }

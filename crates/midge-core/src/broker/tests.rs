@@ -589,6 +589,41 @@ fn connection_without_connect_times_out() {
 }
 
 #[test]
+fn keep_alive_shorter_than_the_connect_timeout_is_enforced_on_time() {
+    // Keep-alive 2 s: closed after 1.5 × 2 = 3 s of silence, long before
+    // the 10 s connect timeout's entry comes due.
+    let mut h = Harness::new(BrokerConfig::default());
+    let c = h.open();
+    h.send(c, connect_packet("short", true, 2, ProtocolVersion::V311));
+    assert!(matches!(h.take(c).as_slice(), [Packet::ConnAck(a)] if a.code == 0));
+    h.advance(Duration::from_millis(2900));
+    assert!(!h.is_closed(c));
+    h.advance(Duration::from_millis(200));
+    assert!(h.is_closed(c));
+}
+
+#[test]
+fn connections_that_come_and_go_leave_no_pile_of_timers() {
+    // A reconnect storm: 20 000 connections, each closed after CONNECT,
+    // long before its timers come due. Their entries must not pile up.
+    let mut h = Harness::new(BrokerConfig::default());
+    let (keep, _) = h.connect_with(connect_packet("stays", true, 60, ProtocolVersion::V311));
+    for i in 0..20_000 {
+        let c = h.open();
+        h.send(c, connect_packet(&format!("c{i}"), true, 60, ProtocolVersion::V311));
+        h.send(c, Packet::Disconnect(Disconnect::default()));
+        h.lose(c);
+    }
+    let entries = h.broker.timers.len();
+    assert!(entries <= 3 * 1024, "{entries} timer entries for 1 connection");
+    // The one that stayed is still watched: closed after 90 s of silence.
+    h.advance(Duration::from_secs(89));
+    assert!(!h.is_closed(keep));
+    h.advance(Duration::from_secs(2));
+    assert!(h.is_closed(keep));
+}
+
+#[test]
 fn v5_session_expiry_and_topic_alias() {
     let mut h = Harness::new(BrokerConfig::default());
     let c = h.open();
