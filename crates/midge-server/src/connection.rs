@@ -64,6 +64,10 @@ pub struct Outbox {
     /// Transmits held for the store (waiting for what they acknowledge to
     /// be durable): while there are any, nothing may overtake them.
     held: AtomicUsize,
+    /// Weight of the transmits given to the writer and not yet written:
+    /// the router adds, the connection takes off (see [`transmit_weight`]).
+    /// Kept here rather than in an allocation of its own.
+    pub(crate) backlog: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -193,14 +197,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let outbox = Arc::new(Outbox::default());
-    let backlog = Arc::new(AtomicUsize::new(0));
     let open = RouterMsg::Open {
         conn,
         writer: outbox.clone(),
-        peer: origin.peer,
+        peer: origin.peer.into_boxed_str(),
         identity: origin.identity,
         mount: origin.mount,
-        backlog: backlog.clone(),
     };
     Connection {
         stream,
@@ -215,7 +217,6 @@ where
         reserve: None,
         to_router: VecDeque::from([open]),
         outbox,
-        backlog,
         counters,
         out: BytesMut::new(),
         out_weight: 0,
@@ -243,7 +244,6 @@ pub struct Connection<S> {
     /// stops while there are any (back-pressure on the client).
     to_router: VecDeque<RouterMsg>,
     outbox: Arc<Outbox>,
-    backlog: Arc<AtomicUsize>,
     counters: Arc<Counters>,
     /// Encoded packets not yet written, and their weight in the backlog.
     out: BytesMut,
@@ -411,7 +411,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Poll::Pending => false,
                 Poll::Ready(Ok(())) => {
                     self.flushing = false;
-                    release_backlog(&self.backlog, self.out_weight, &self.counters);
+                    release_backlog(&self.outbox.backlog, self.out_weight, &self.counters);
                     self.out_weight = 0;
                     // Nothing queued: give the buffer back while idle.
                     self.out = BytesMut::new();

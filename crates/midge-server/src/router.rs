@@ -18,7 +18,7 @@ use crate::log::{LogType, Logger};
 use crate::server::{Control, Counters, ServerOptions};
 use crate::sys::SysTopics;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// What connection tasks tell the router.
@@ -27,14 +27,12 @@ pub enum RouterMsg {
     Open {
         conn: ConnId,
         writer: Arc<crate::connection::Outbox>,
-        peer: String,
+        peer: Box<str>,
         /// The user name a TLS client certificate proved, if the listener
         /// takes it from there.
         identity: Option<String>,
         /// The listener's `mount_point`.
         mount: Option<Arc<str>>,
-        /// The writer's backlog, for the slow-reader limit.
-        backlog: Arc<AtomicUsize>,
     },
     Packets {
         conn: ConnId,
@@ -58,10 +56,9 @@ pub enum RouterMsg {
 }
 
 struct Peer {
+    /// The connection's queue; its `backlog` counts what is not yet written.
     writer: Arc<crate::connection::Outbox>,
-    address: String,
-    /// Bytes given to the writer and not yet written.
-    backlog: Arc<AtomicUsize>,
+    address: Box<str>,
     /// QoS 0 messages dropped because the client does not read.
     dropped: u64,
 }
@@ -198,14 +195,12 @@ fn handle(
             peer,
             identity,
             mount,
-            backlog,
         } => {
             peers.insert(
                 conn,
                 Peer {
                     writer,
                     address: peer,
-                    backlog,
                     dropped: 0,
                 },
             );
@@ -343,7 +338,7 @@ async fn wait_for_writers(
         congested.retain(|id, _| {
             peers
                 .get(id)
-                .is_some_and(|p| p.backlog.load(Ordering::Relaxed) > CONGESTED)
+                .is_some_and(|p| p.writer.backlog.load(Ordering::Relaxed) > CONGESTED)
         });
         if congested
             .values()
@@ -388,7 +383,7 @@ fn flush(
             }
         }
         if let Some(p) = peers.get_mut(&conn) {
-            if p.backlog.load(Ordering::Relaxed) > SLOW_READER_LIMIT {
+            if p.writer.backlog.load(Ordering::Relaxed) > SLOW_READER_LIMIT {
                 let before = t.packets.len();
                 t.packets.retain(
                     |p| !matches!(p, Packet::Publish(p) if p.qos == midge_codec::QoS::AtMostOnce),
@@ -405,7 +400,7 @@ fn flush(
                 p.dropped += dropped;
             }
             let weight = transmit_weight(&t);
-            let before = p.backlog.fetch_add(weight, Ordering::Relaxed);
+            let before = p.writer.backlog.fetch_add(weight, Ordering::Relaxed);
             if before + weight > CONGESTED {
                 congested.entry(conn).or_insert_with(Instant::now);
             }
@@ -487,12 +482,7 @@ fn protocol_tag(p: ProtocolVersion) -> u8 {
 }
 
 fn log_event(e: &BrokerEvent, peers: &HashMap<ConnId, Peer>, log: &Logger) {
-    let address = |c: &ConnId| {
-        peers
-            .get(c)
-            .map(|p| p.address.as_str())
-            .unwrap_or("unknown")
-    };
+    let address = |c: &ConnId| peers.get(c).map(|p| &*p.address).unwrap_or("unknown");
     match e {
         BrokerEvent::ClientConnected { .. } | BrokerEvent::ClientDisconnected { .. }
             if !log.connection_messages() => {}

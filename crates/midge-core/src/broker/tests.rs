@@ -610,12 +610,18 @@ fn connections_that_come_and_go_leave_no_pile_of_timers() {
     let (keep, _) = h.connect_with(connect_packet("stays", true, 60, ProtocolVersion::V311));
     for i in 0..20_000 {
         let c = h.open();
-        h.send(c, connect_packet(&format!("c{i}"), true, 60, ProtocolVersion::V311));
+        h.send(
+            c,
+            connect_packet(&format!("c{i}"), true, 60, ProtocolVersion::V311),
+        );
         h.send(c, Packet::Disconnect(Disconnect::default()));
         h.lose(c);
     }
     let entries = h.broker.timers.len();
-    assert!(entries <= 3 * 1024, "{entries} timer entries for 1 connection");
+    assert!(
+        entries <= 3 * 1024,
+        "{entries} timer entries for 1 connection"
+    );
     // The one that stayed is still watched: closed after 90 s of silence.
     h.advance(Duration::from_secs(89));
     assert!(!h.is_closed(keep));
