@@ -12,7 +12,6 @@ use midge_codec::{
     connect_return_code, ConnAck, Connect, Disconnect, LastWill, Packet, ProtocolVersion,
     ReasonCode,
 };
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,15 +21,18 @@ use crate::event::{BrokerEvent, DisconnectReason};
 use crate::ids::{ConnId, IdMap, SessionKey};
 use crate::message::{Message, SharedMessage};
 use crate::retained::RetainedIndex;
-use crate::session::{Session, Subscription, NEVER_EXPIRES};
+use crate::session::{Subscription, NEVER_EXPIRES};
 use crate::shared::SharedGroups;
 use crate::topic_tree::SubscriptionTree;
 
 mod connect;
 mod persist;
 mod publish;
+mod sessions;
 mod subscribe;
 mod timers;
+
+use sessions::Sessions;
 
 use timers::{Timer, Timers};
 
@@ -157,43 +159,6 @@ impl Links {
     }
 }
 
-/// Session table: a slab, so a session is found by index on the publish path.
-#[derive(Debug, Default)]
-struct Sessions {
-    slots: Vec<Option<Box<Session>>>,
-    free: Vec<u32>,
-}
-
-impl Sessions {
-    fn insert(&mut self, session: Session) -> SessionKey {
-        if let Some(i) = self.free.pop() {
-            self.slots[i as usize] = Some(Box::new(session));
-            SessionKey(i)
-        } else {
-            self.slots.push(Some(Box::new(session)));
-            SessionKey((self.slots.len() - 1) as u32)
-        }
-    }
-
-    fn remove(&mut self, key: SessionKey) -> Option<Session> {
-        let s = self.slots.get_mut(key.0 as usize)?.take()?;
-        self.free.push(key.0);
-        Some(*s)
-    }
-
-    fn get(&self, key: SessionKey) -> Option<&Session> {
-        self.slots.get(key.0 as usize)?.as_deref()
-    }
-
-    fn get_mut(&mut self, key: SessionKey) -> Option<&mut Session> {
-        self.slots.get_mut(key.0 as usize)?.as_deref_mut()
-    }
-
-    fn len(&self) -> usize {
-        self.slots.len() - self.free.len()
-    }
-}
-
 /// One subscriber of the message being routed, after merging all of its
 /// matching subscriptions.
 #[derive(Debug, Clone)]
@@ -208,7 +173,6 @@ pub struct Broker {
     config: BrokerConfig,
     links: Links,
     sessions: Sessions,
-    clients: HashMap<ByteString, SessionKey>,
     tree: SubscriptionTree<SessionKey, Subscription>,
     shared: SharedGroups,
     retained: RetainedIndex<SharedMessage>,
@@ -234,7 +198,6 @@ impl Broker {
             config,
             links: Links::default(),
             sessions: Sessions::default(),
-            clients: HashMap::new(),
             tree: SubscriptionTree::new(),
             shared: SharedGroups::default(),
             retained: RetainedIndex::new(),
@@ -299,7 +262,7 @@ impl Broker {
     /// Every subscription as `client_id filter qos`, for SIGUSR2.
     pub fn dump_subscriptions(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for s in self.sessions.slots.iter().flatten() {
+        for s in self.sessions.iter() {
             for (filter, sub) in &s.subscriptions {
                 out.push(format!(
                     "{} {} {}",
@@ -313,20 +276,13 @@ impl Broker {
 
     /// Sessions kept for clients that are not connected.
     pub fn offline_session_count(&self) -> usize {
-        self.sessions
-            .slots
-            .iter()
-            .flatten()
-            .filter(|s| s.conn.is_none())
-            .count()
+        self.sessions.iter().filter(|s| s.conn.is_none()).count()
     }
 
     /// Messages waiting in sessions' queues and in flight.
     pub fn stored_message_count(&self) -> usize {
         self.sessions
-            .slots
             .iter()
-            .flatten()
             .map(|s| s.queue.len() + s.inflight.len())
             .sum::<usize>()
             + self.retained.len()
@@ -765,9 +721,6 @@ impl Broker {
                     self.tree.remove(filter, key);
                 }
             }
-        }
-        if self.clients.get(&s.client_id) == Some(&key) {
-            self.clients.remove(&s.client_id);
         }
         if let Some((will, _)) = s.take_pending_will() {
             self.publish_will(*will, now);

@@ -301,7 +301,7 @@ impl Broker {
 
         // Take over an existing session, or start a new one.
         let mut session_present = false;
-        let key = match self.clients.get(&client_id).copied() {
+        let key = match self.sessions.find(&client_id) {
             Some(key) => {
                 let old_conn = self.sessions.get(key).and_then(|s| s.conn);
                 if let Some(old) = old_conn {
@@ -334,13 +334,8 @@ impl Broker {
         let key = match key {
             Some(k) => k,
             None => {
-                let k = self.sessions.insert(Session::new(
-                    client_id.clone(),
-                    protocol,
-                    expiry_interval,
-                ));
-                self.clients.insert(client_id.clone(), k);
-                k
+                self.sessions
+                    .insert(Session::new(client_id.clone(), protocol, expiry_interval))
             }
         };
         let window = self

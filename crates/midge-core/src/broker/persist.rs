@@ -102,11 +102,10 @@ impl Broker {
             let expires_at = s.expires_at;
             let will_at = s.pending_will().map(|(_, at)| *at);
             // A client id seen twice keeps the first.
-            if self.clients.contains_key(&r.client_id) {
+            if self.sessions.find(&r.client_id).is_some() {
                 continue;
             }
             let key = self.sessions.insert(s);
-            self.clients.insert(r.client_id.clone(), key);
             for (filter, sub) in r.subscriptions {
                 match midge_codec::parse_shared(&filter) {
                     Some((group, f)) => {

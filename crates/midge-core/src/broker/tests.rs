@@ -5,7 +5,7 @@ use bytes::Bytes;
 use midge_codec::{
     PacketId, PubResponse, Publish, QoS, Subscribe, SubscriptionOptions, Unsubscribe,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU16;
 
 pub(super) struct Harness {
@@ -253,7 +253,7 @@ fn qos1_flow_and_downgrade() {
     assert_eq!(publishes(&got0)[0].packet_id, None);
 
     h.send(sub, Packet::PubAck(PubResponse::new(id)));
-    let key = h.broker.clients[&ByteString::from("sub")];
+    let key = h.broker.sessions.find("sub").expect("session of sub");
     assert!(h
         .broker
         .sessions
@@ -323,7 +323,7 @@ fn qos2_outgoing_flow_resumes_after_reconnect() {
     assert!(ack.session_present);
     assert!(matches!(h.take(sub).as_slice(), [Packet::PubRel(r)] if r.packet_id == id));
     h.send(sub, Packet::PubComp(PubResponse::new(id)));
-    let key = h.broker.clients[&ByteString::from("sub")];
+    let key = h.broker.sessions.find("sub").expect("session of sub");
     assert!(h
         .broker
         .sessions

@@ -208,7 +208,7 @@ fn messages_larger_than_the_clients_maximum_packet_size_are_not_sent() {
     assert_eq!(p.len(), 1);
     assert_eq!(&p[0].payload[..], b"small");
     // The dropped one does not hold an in-flight slot.
-    let key = h.broker.clients[&ByteString::from("sub")];
+    let key = h.broker.sessions.find("sub").expect("session of sub");
     assert_eq!(
         h.broker.sessions.get(key).expect("session").inflight.len(),
         1
