@@ -13,6 +13,7 @@ pub mod router;
 pub mod server;
 pub mod sys;
 pub mod tls;
+pub mod trim;
 pub mod ws;
 
 pub use durable::{Durability, Persistence};

@@ -150,15 +150,21 @@ pub async fn serve(
         log: log.clone(),
         counters: counters.clone(),
     });
-    let mut accepts = Vec::new();
+    // The accept loops and the idle trimmer: stopped when the router ends.
+    let mut tasks = Vec::new();
     for listener in listeners {
-        accepts.push(tokio::spawn(accept_loop(
+        tasks.push(tokio::spawn(accept_loop(
             listener,
             shared.clone(),
             stop_rx.clone(),
         )));
     }
     drop(shared);
+    tasks.push(tokio::spawn(crate::trim::trim_when_idle(
+        counters.clone(),
+        log.clone(),
+        stop_rx.clone(),
+    )));
     let router = tokio::spawn(run_router(
         options,
         router_rx,
@@ -172,8 +178,8 @@ pub async fn serve(
         },
     ));
     let _ = router.await;
-    for a in accepts {
-        a.abort();
+    for t in tasks {
+        t.abort();
     }
     // Give writers a moment to send their last packets.
     tokio::time::sleep(Duration::from_millis(50)).await;
