@@ -78,6 +78,7 @@ metrics = [
     ("fan-out: deliveries per broker CPU s", "fanout", "msgs_per_cpu_s", True, "{:,.0f}"),
     ("fan-out: loss %", "fanout", "loss_pct", False, "{:.2f}"),
     ("fan-out: broker RSS at the end, kB", "fanout", "broker_rss_end_kb", False, "{:,.0f}"),
+    ("fan-out: broker RSS 3 s after, kB", "fanout", "broker_rss_settled_kb", False, "{:,.0f}"),
     ("16 pairs QoS 1 window 64: msg/s", "p2p", "msgs_per_sec", True, "{:,.0f}"),
     ("16 pairs: msg per broker CPU s", "p2p", "msgs_per_cpu_s", True, "{:,.0f}"),
     ("16 pairs: loss %", "p2p", "loss_pct", False, "{:.2f}"),
@@ -289,7 +290,7 @@ stop_broker() {
 scenario_args() {
     case $1 in
         fanin) echo "fanin --publishers 8 --qos 0 --payload 64" ;;
-        fanout) echo "fanout --subscribers 50 --qos 0 --payload 64" ;;
+        fanout) echo "fanout --subscribers 50 --qos 0 --payload 64 --settle 3" ;;
         p2p) echo "p2p --pairs 16 --qos 1 --window 64 --payload 64" ;;
         latency) echo "latency --rate 5000 --qos 1 --payload 64" ;;
         conn) echo "conn --connections 10000 --hold 1 --payload 64" ;;

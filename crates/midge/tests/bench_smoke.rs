@@ -130,7 +130,22 @@ fn every_scenario_runs_against_midge() {
         v["p50_us"].is_u64(),
         "latency measured with a 64-byte payload: {v}"
     );
-    bench(&broker, &["fanout", "--subscribers", "3", "--count", "300"]);
+    let v = bench(
+        &broker,
+        &[
+            "fanout",
+            "--subscribers",
+            "3",
+            "--count",
+            "300",
+            "--settle",
+            "0.2",
+        ],
+    );
+    assert!(
+        v["broker_rss_settled_kb"].as_u64().is_some_and(|kb| kb > 0),
+        "--settle samples the broker once more: {v}"
+    );
 
     // QoS 1: every message acknowledged to the publisher reaches its subscriber.
     let v = bench(

@@ -147,6 +147,11 @@ pub struct Opts {
     /// The broker's process id: report its CPU time and memory.
     #[arg(long = "broker-pid")]
     pub broker_pid: Option<u32>,
+    /// Fan-in, fan-out and p2p: after the run, with every client gone, wait
+    /// this many seconds and report the broker's memory again
+    /// (`broker_rss_settled_kb`): does it give back what the run took?
+    #[arg(long, default_value_t = 0.0)]
+    pub settle: f64,
     /// One JSON object per scenario on stdout.
     #[arg(long)]
     pub json: bool,
@@ -222,6 +227,9 @@ fn main() -> ExitCode {
 fn run(opts: Opts) -> Result<()> {
     if opts.duration.is_nan() || opts.duration <= 0.0 {
         bail!("--duration must be positive");
+    }
+    if !(opts.settle >= 0.0 && opts.settle.is_finite()) {
+        bail!("--settle must be a number of seconds, 0 or more");
     }
     check_offline(&opts)?;
     let (soft, hard) =

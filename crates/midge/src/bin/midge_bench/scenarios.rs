@@ -286,6 +286,12 @@ async fn run_flow(
     if let (Some(s0), Some(c0), Some(c1)) = (start_sample, cpu_start, cpu_end) {
         set_broker(&mut report, received, s0, c0, c1, c1.rss_kb);
     }
+    if o.settle > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(o.settle)).await;
+        if let Some(s) = ctx.sample()? {
+            report.set("broker_rss_settled_kb", json!(s.rss_kb));
+        }
+    }
     Ok(report)
 }
 
