@@ -147,7 +147,7 @@ pub struct Opts {
     /// The broker's process id: report its CPU time and memory.
     #[arg(long = "broker-pid")]
     pub broker_pid: Option<u32>,
-    /// Fan-in, fan-out and p2p: after the run, with every client gone, wait
+    /// Message scenarios: after the run, with every client gone, wait
     /// this many seconds and report the broker's memory again
     /// (`broker_rss_settled_kb`): does it give back what the run took?
     #[arg(long, default_value_t = 0.0)]
