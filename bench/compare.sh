@@ -327,9 +327,10 @@ for round in $(seq "$ROUNDS"); do
         for broker in $available; do
             port=$(free_port)
             extra=""
-            case $scen in
-                conn|conn1t|storm|churn|churn1t)
-                    # Two fresh source addresses per run: TIME_WAIT of earlier runs never collides.
+            case $args in
+                conn\ *|churn\ *)
+                    # Connect scenarios get two fresh source addresses per
+                    # run: TIME_WAIT of earlier runs never collides.
                     extra="--source-addrs 127.0.0.$src,127.0.0.$((src + 1))"
                     src=$((src + 2)); [ $src -gt 250 ] && src=10 ;;
             esac
