@@ -90,9 +90,17 @@ pub struct Delivery {
 #[derive(Default)]
 pub struct InflightWindow {
     items: VecDeque<Inflight>,
-    /// One bit per packet id in use; kept only from [`INDEX_FROM`] messages
-    /// on (8 KiB), a scan being cheaper below.
-    ids: Option<Box<[u64; 1024]>>,
+    /// Kept only from [`INDEX_FROM`] messages on (8 KiB), a scan being
+    /// cheaper below.
+    index: Option<Box<WindowIndex>>,
+}
+
+/// What a large window keeps so as not to scan itself.
+struct WindowIndex {
+    /// One bit per packet id in use.
+    ids: [u64; 1024],
+    /// The payload bytes in the window (`max_inflight_bytes`).
+    bytes: u64,
 }
 
 /// Window size from which [`InflightWindow`] indexes its packet ids.
@@ -128,12 +136,13 @@ fn id_bit(id: PacketId) -> (usize, u64) {
 
 impl InflightWindow {
     pub fn push_back(&mut self, f: Inflight) {
-        if let Some(ids) = self.ids.as_mut() {
+        if let Some(index) = self.index.as_mut() {
             let (word, bit) = id_bit(f.packet_id);
-            ids[word] |= bit;
+            index.ids[word] |= bit;
+            index.bytes += f.delivery.message.queued_size();
         }
         self.items.push_back(f);
-        if self.ids.is_none() && self.items.len() >= INDEX_FROM {
+        if self.index.is_none() && self.items.len() >= INDEX_FROM {
             self.reindex();
         }
     }
@@ -141,17 +150,18 @@ impl InflightWindow {
     pub fn remove(&mut self, pos: usize) -> Option<Inflight> {
         let f = self.items.remove(pos)?;
         if self.items.is_empty() {
-            self.ids = None;
-        } else if let Some(ids) = self.ids.as_mut() {
+            self.index = None;
+        } else if let Some(index) = self.index.as_mut() {
             let (word, bit) = id_bit(f.packet_id);
-            ids[word] &= !bit;
+            index.ids[word] &= !bit;
+            index.bytes -= f.delivery.message.queued_size();
         }
         Some(f)
     }
 
     pub fn retain(&mut self, keep: impl FnMut(&Inflight) -> bool) {
         self.items.retain(keep);
-        if self.ids.is_some() {
+        if self.index.is_some() {
             self.reindex();
         }
     }
@@ -163,10 +173,10 @@ impl InflightWindow {
 
     /// Whether a message in the window holds this packet id.
     pub fn holds(&self, id: PacketId) -> bool {
-        match &self.ids {
-            Some(ids) => {
+        match &self.index {
+            Some(index) => {
                 let (word, bit) = id_bit(id);
-                ids[word] & bit != 0
+                index.ids[word] & bit != 0
             }
             None => self.items.iter().any(|f| f.packet_id == id),
         }
@@ -184,13 +194,29 @@ impl InflightWindow {
         self.items.iter().position(|f| f.packet_id == id)
     }
 
+    /// Payload bytes of the messages in the window.
+    pub fn bytes(&self) -> u64 {
+        match &self.index {
+            Some(index) => index.bytes,
+            None => self
+                .items
+                .iter()
+                .map(|f| f.delivery.message.queued_size())
+                .sum(),
+        }
+    }
+
     fn reindex(&mut self) {
-        let mut ids = Box::new([0u64; 1024]);
+        let mut index = Box::new(WindowIndex {
+            ids: [0; 1024],
+            bytes: 0,
+        });
         for f in &self.items {
             let (word, bit) = id_bit(f.packet_id);
-            ids[word] |= bit;
+            index.ids[word] |= bit;
+            index.bytes += f.delivery.message.queued_size();
         }
-        self.ids = Some(ids);
+        self.index = Some(index);
     }
 }
 
@@ -388,12 +414,7 @@ impl Session {
         if max_bytes == 0 || self.inflight.is_empty() {
             return true;
         }
-        let used: u64 = self
-            .inflight
-            .iter()
-            .map(|f| f.delivery.message.queued_size())
-            .sum();
-        used + size <= max_bytes
+        self.inflight.bytes() + size <= max_bytes
     }
 
     pub fn inflight_position(&self, packet_id: PacketId) -> Option<usize> {
@@ -520,6 +541,38 @@ mod tests {
         while !s.inflight.is_empty() {
             s.inflight.remove(0);
         }
-        assert!(s.inflight.ids.is_none());
+        assert!(s.inflight.index.is_none());
+    }
+
+    /// `max_inflight_bytes` is checked against the window's payload bytes,
+    /// which a large window counts as it goes rather than adding up.
+    #[test]
+    fn the_window_knows_its_bytes_below_and_above_the_index() {
+        let mut s = Session::new("c".into(), ProtocolVersion::V311, 0);
+        let sum = |s: &Session| -> u64 {
+            s.inflight
+                .iter()
+                .map(|f| f.delivery.message.queued_size())
+                .sum()
+        };
+        // One-byte payloads: n messages, n bytes.
+        for n in 1..=200u64 {
+            let f = inflight(&mut s);
+            s.inflight.push_back(f);
+            assert_eq!(s.inflight.bytes(), n);
+        }
+        assert!(s.inflight.index.is_some(), "200 is past INDEX_FROM");
+        s.inflight.remove(100);
+        s.inflight.remove(0);
+        assert_eq!(s.inflight.bytes(), 198);
+        s.inflight.retain(|f| f.packet_id.get() % 2 == 0);
+        assert_eq!(s.inflight.bytes(), sum(&s));
+        s.link.send_window = 1000;
+        assert!(s.window_has_room(1, sum(&s) + 1));
+        assert!(!s.window_has_room(2, sum(&s) + 1));
+        while s.inflight.len() > 10 {
+            s.inflight.remove(0);
+        }
+        assert_eq!(s.inflight.bytes(), 10);
     }
 }
