@@ -2,11 +2,10 @@
 //! server's interface. Recovery problems (a damaged file set aside) are
 //! logged, never fatal.
 
-use midge_config::{Config, PersistenceSync};
+use midge_config::Config;
 use midge_core::StoreOp;
 use midge_server::{log, Durability, LogType, Logger, Persistence};
-use midge_store::{Store, StoreOptions, SyncPolicy};
-use std::path::PathBuf;
+use midge_store::Store;
 use std::time::Duration;
 
 struct Adapter(Box<dyn Store>);
@@ -29,30 +28,12 @@ impl Persistence for Adapter {
     }
 }
 
-/// The store's options from the configuration.
-pub fn options(config: &Config) -> StoreOptions {
-    StoreOptions {
-        dir: config
-            .persistence_location
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(".")),
-        file_name: config.persistence_file.clone(),
-        sync: match config.persistence_sync {
-            PersistenceSync::Always => SyncPolicy::Always,
-            PersistenceSync::IntervalMs(ms) => {
-                SyncPolicy::Interval(Duration::from_millis(u64::from(ms)))
-            }
-            PersistenceSync::Never => SyncPolicy::Never,
-        },
-    }
-}
-
 /// Opens and recovers the store; `None` when persistence is off.
 pub fn open(config: &Config, log: &Logger) -> Result<Option<Durability>, String> {
     if !config.persistence {
         return Ok(None);
     }
-    let options = options(config);
+    let options = midge::store_options::from_config(config);
     let (store, recovery) = midge_store::open(&options).map_err(|e| e.to_string())?;
     for w in &recovery.warnings {
         log!(log, LogType::WARNING, "Warning: persistence: {}", w);

@@ -76,13 +76,10 @@ fn destination(args: &Args) -> Result<StoreOptions, Failure> {
                     file.display()
                 );
             }
+            // The import syncs as `persistence_sync always`, whatever the file says.
             StoreOptions {
-                dir: config
-                    .persistence_location
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from(".")),
-                file_name: config.persistence_file.clone(),
                 sync: SyncPolicy::Always,
+                ..midge::store_options::from_config(&config)
             }
         }
         (None, Some(dir)) => StoreOptions::new(dir),
