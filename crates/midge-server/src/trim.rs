@@ -88,15 +88,9 @@ pub fn release_free_memory() -> bool {
     false
 }
 
-/// Resident set size in kB, from /proc (0 where there is none).
+/// Resident set size in kB (0 where /proc has none), as `$SYS` reports it.
 fn resident_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
+    crate::sys::resident_bytes().map_or(0, |b| b / 1024)
 }
 
 #[cfg(test)]
