@@ -129,22 +129,17 @@ fn main() -> ExitCode {
             );
         }
     }
-    match &fds.presized {
-        Ok(top) => log!(
-            log,
-            LogType::DEBUG,
-            "Open-file limit {} (was {}); file table grown to descriptor {top}.",
-            fds.limit,
-            fds.limit_before
-        ),
-        Err(e) => log!(
-            log,
-            LogType::DEBUG,
-            "Open-file limit {} (was {}); file table not grown: {e}.",
-            fds.limit,
-            fds.limit_before
-        ),
-    }
+    let table = match &fds.presized {
+        Ok(top) => format!("file table grown to descriptor {top}"),
+        Err(e) => format!("file table not grown: {e}"),
+    };
+    log!(
+        log,
+        LogType::DEBUG,
+        "Open-file limit {} (was {}); {table}.",
+        fds.limit,
+        fds.limit_before
+    );
     let idle_log = log.clone();
     let code = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads(&config))
