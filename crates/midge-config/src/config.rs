@@ -86,7 +86,11 @@ pub struct Config {
     pub autosave_on_changes: bool,
     /// `persistence_sync` (Midge only), default `always`.
     pub persistence_sync: PersistenceSync,
-    /// `set_tcp_nodelay`, default false.
+    /// `set_tcp_nodelay`, default **true** (Mosquitto: false). Midge
+    /// gathers a connection's pending packets into one write already, so
+    /// Nagle's algorithm only adds delay: a delivery sent while the
+    /// SUBACK is still unacknowledged waited for the client's delayed ACK,
+    /// about 40 ms on Linux (p99 17–34 ms at 5k msg/s, measured).
     pub set_tcp_nodelay: bool,
     /// Logging: `log_dest`, `log_type`, `log_timestamp`,
     /// `log_timestamp_format`, `log_facility`, `connection_messages`.
@@ -346,7 +350,7 @@ impl Config {
             autosave_interval: 1800,
             autosave_on_changes: false,
             persistence_sync: PersistenceSync::Always,
-            set_tcp_nodelay: false,
+            set_tcp_nodelay: true,
             log: LogConfig::default(),
             pid_file: None,
             password_file: None,
@@ -441,7 +445,7 @@ mod tests {
         assert_eq!(c.message_size_limit, 0);
         assert!(c.retain_available);
         assert!(!c.persistence);
-        assert!(!c.set_tcp_nodelay);
+        assert!(c.set_tcp_nodelay);
         assert!(c.allow_zero_length_clientid);
         assert_eq!(c.auto_id_prefix, "auto-");
         assert!(!c.per_listener_settings);

@@ -111,7 +111,7 @@ max_packet_size 65536
 message_size_limit 268435455
 retain_available false
 persistence false
-set_tcp_nodelay true
+set_tcp_nodelay false
 allow_zero_length_clientid false
 auto_id_prefix midge-
 allow_anonymous true
@@ -127,7 +127,7 @@ per_listener_settings false
     assert_eq!(config.message_size_limit, 268_435_455);
     assert!(!config.retain_available);
     assert!(!config.persistence);
-    assert!(config.set_tcp_nodelay);
+    assert!(!config.set_tcp_nodelay);
     assert!(!config.allow_zero_length_clientid);
     assert_eq!(config.auto_id_prefix, "midge-");
     assert!(config.allow_anonymous);

@@ -261,11 +261,14 @@ fn p2p_to_persistent_sessions_through_the_store() {
     assert_no_loss(&v);
     assert_eq!(v["sent"], 600, "{v}");
     assert_eq!(v["persistent"], true, "{v}");
-    // The deliveries were journaled: the store is more than its 32-byte header.
+    // The sessions went through the store: it is more than its 32-byte
+    // header. (Deliveries acknowledged within the store thread's hold-back
+    // are never written, by design, so how many of the 600 are in the file
+    // depends on timing; with TCP_NODELAY usually none.)
     let len = std::fs::metadata(dir.0.join("midge.db"))
         .map(|m| m.len())
         .unwrap_or(0);
-    assert!(len > 1000, "store file holds {len} bytes");
+    assert!(len > 32, "store file holds {len} bytes");
     // Same fixed client ids again: the earlier sessions are ended first, so
     // nothing from the first run is counted twice.
     let v = bench(&broker, &args);
