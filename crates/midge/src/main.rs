@@ -12,7 +12,6 @@ mod persistence;
 
 use clap::Parser;
 use midge_config::Config;
-use midge_core::BrokerConfig;
 use midge_server::{log, serve, Control, LogType, Logger, ServerOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -197,28 +196,7 @@ fn worker_threads(config: &Config) -> usize {
 fn server_options(config: &Config, seed: u64) -> Result<ServerOptions, String> {
     Ok(ServerOptions {
         access: access::load(config)?,
-        broker: BrokerConfig {
-            max_inflight_messages: config.max_inflight_messages,
-            max_inflight_bytes: config.max_inflight_bytes,
-            max_queued_messages: config.max_queued_messages,
-            max_queued_bytes: config.max_queued_bytes,
-            queue_qos0_messages: config.queue_qos0_messages,
-            allow_anonymous: config.allow_anonymous,
-            allow_zero_length_clientid: config.allow_zero_length_clientid,
-            auto_id_prefix: config.auto_id_prefix.clone(),
-            retain_available: config.retain_available,
-            max_keepalive: config.max_keepalive,
-            message_size_limit: config.message_size_limit,
-            id_seed: seed,
-            persistence: config.persistence,
-            response_information: config.response_information.clone(),
-            maximum_packet_size: config.max_packet_size,
-            topic_alias_maximum: config.max_topic_alias,
-            connect_timeout: (config.connect_timeout > 0)
-                .then(|| Duration::from_secs(u64::from(config.connect_timeout))),
-            maximum_qos: midge_codec::QoS::from_u8(config.max_qos)
-                .unwrap_or(midge_codec::QoS::ExactlyOnce),
-        },
+        broker: midge::broker_config::from_config(config, seed),
         max_packet_size: config.max_packet_size as usize,
         memory_limit: config.memory_limit,
         sys_interval: (config.sys_interval > 0)
