@@ -544,12 +544,16 @@ pub struct Summary {
     pub messages: usize,
     /// Of `messages`, those in flight (sent, awaiting acknowledgement).
     pub in_flight: usize,
+    /// Incoming QoS 2 messages Mosquitto had acknowledged with PUBREC and
+    /// held for their PUBREL ([`Conversion::unreleased`]).
+    pub unreleased: usize,
     /// Why something was left out, and how many times.
     pub skipped: BTreeMap<String, usize>,
 }
 
 impl Summary {
-    fn skip(&mut self, reason: impl Into<String>) {
+    /// Counts one thing left out, by reason.
+    pub fn skip(&mut self, reason: impl Into<String>) {
         *self.skipped.entry(reason.into()).or_default() += 1;
     }
 }
@@ -560,7 +564,22 @@ impl Summary {
 #[derive(Debug, Clone, Default)]
 pub struct Conversion {
     pub ops: Vec<StoreOp>,
+    /// Incoming QoS 2 messages awaiting their PUBREL, in file order. No
+    /// store operation can hold one: Mosquitto delivers such a message on
+    /// PUBREL, Midge on PUBLISH and keeps only the packet id. The importer
+    /// hands them to the broker core once `ops` are written
+    /// (`Broker::adopt_unreleased_qos2`), which delivers them.
+    pub unreleased: Vec<Unreleased>,
     pub summary: Summary,
+}
+
+/// An incoming QoS 2 message from `client_id`, acknowledged with PUBREC by
+/// Mosquitto, its PUBREL not yet come.
+#[derive(Debug, Clone)]
+pub struct Unreleased {
+    pub client_id: ByteString,
+    pub packet_id: std::num::NonZeroU16,
+    pub message: Message,
 }
 
 /// Maps a parsed file to store operations. `now_unix` (seconds) and `now`
@@ -694,6 +713,24 @@ pub fn convert(db: &MosquittoDb, now_unix: i64, now: Instant) -> Conversion {
                 }
                 Some(Ok(message)) => message,
             };
+            if m.direction == DIRECTION_IN {
+                // Mosquitto keeps only QoS 2 messages in this direction, from
+                // PUBLISH to PUBREL (states wait_for_pubrel and send_pubrec).
+                match std::num::NonZeroU16::new(m.mid) {
+                    Some(packet_id) if m.qos == QoS::ExactlyOnce => {
+                        let mut message = Message::clone(message);
+                        message.retain = m.retain;
+                        out.unreleased.push(Unreleased {
+                            client_id: client_id.clone(),
+                            packet_id,
+                            message,
+                        });
+                        sum.unreleased += 1;
+                    }
+                    _ => sum.skip("incoming message other than QoS 2 with a packet id"),
+                }
+                continue;
+            }
             let stored = match delivery_state(m) {
                 Ok(s) => s,
                 Err(why) => {
@@ -818,14 +855,8 @@ fn to_subscription(s: &SubChunk) -> Result<(ByteString, Subscription), String> {
     ))
 }
 
-/// Where a copy stands in Midge, from Mosquitto's direction and state.
+/// Where an outgoing copy stands in Midge, from Mosquitto's state.
 fn delivery_state(m: &ClientMessage) -> Result<StoredState, String> {
-    if m.direction == DIRECTION_IN {
-        // Mosquitto holds an incoming QoS 2 message until its PUBREL and
-        // only then delivers it; Midge delivers on PUBLISH and keeps only
-        // the packet id, so there is nothing to carry it in.
-        return Err("incoming QoS 2 message still awaiting the client's PUBREL (not yet delivered by Mosquitto)".into());
-    }
     let packet_id = std::num::NonZeroU16::new(m.mid);
     let in_flight = |s: OutState| match packet_id {
         Some(id) => StoredState::InFlight(id, s),
@@ -1221,7 +1252,13 @@ mod tests {
             .client_msg(1, "c", 7, 2, state::PUBLISH_QOS2, true, DIRECTION_OUT, &[])
             .client_msg(1, "c", 8, 2, state::PUBLISH_QOS2, false, DIRECTION_OUT, &[])
             .client_msg(1, "c", 0, 0, state::PUBLISH_QOS0, false, DIRECTION_OUT, &[])
-            .client_msg(1, "c", 9, 2, 7, false, DIRECTION_IN, &[])
+            // Incoming, QoS 2, wait_for_pubrel (7), retain set (0x10).
+            .chunk(CHUNK_CLIENT_MSG, &{
+                let mut b = 1u64.to_le_bytes().to_vec();
+                b.extend_from_slice(&[0, 9, 0, 1, 2, 7, 0x10, DIRECTION_IN, b'c']);
+                b
+            })
+            .client_msg(1, "c", 12, 1, 7, false, DIRECTION_IN, &[])
             .client_msg(1, "c", 10, 1, 7, false, DIRECTION_OUT, &[])
             .client_msg(99, "c", 11, 1, state::QUEUED, false, DIRECTION_OUT, &[])
             .sub("c", "a/#", 1, 0x04 | 0x08 | 0x20, 0)
@@ -1267,7 +1304,18 @@ mod tests {
         );
         let skipped: Vec<&str> = s.skipped.keys().map(String::as_str).collect();
         assert_eq!(skipped.len(), 7, "{skipped:#?}");
+        assert!(skipped.contains(&"incoming message other than QoS 2 with a packet id"));
         assert_eq!(sessions(&c.ops), [("c".into(), ProtocolVersion::V5, 600)]);
+        // The incoming QoS 2 message awaiting its PUBREL is handed on, with
+        // the retain flag its publisher set.
+        assert_eq!(s.unreleased, 1);
+        let u = &c.unreleased[0];
+        assert_eq!((u.client_id.as_ref(), u.packet_id.get()), ("c", 9));
+        assert_eq!(
+            (u.message.topic.as_ref(), &u.message.payload[..]),
+            ("a/b", &b"hello"[..])
+        );
+        assert!(u.message.retain);
     }
 
     #[test]

@@ -647,3 +647,100 @@ fn damaged_or_foreign_input_is_one_line_and_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot read"));
 }
+
+/// Sends a QoS 2 PUBLISH (3.1.1) with packet id `pid`, optionally DUP.
+fn publish_qos2(s: &mut TcpStream, topic: &str, payload: &[u8], pid: u16, dup: bool) {
+    let mut body = Vec::new();
+    string(topic, &mut body);
+    body.extend_from_slice(&pid.to_be_bytes());
+    body.extend_from_slice(payload);
+    let first = 0x34 | if dup { 0x08 } else { 0 };
+    s.write_all(&packet(first, &body)).expect("send PUBLISH");
+}
+
+/// Mosquitto saved a QoS 2 message it had acknowledged with PUBREC and
+/// held for the PUBREL: after the import, Midge delivers it once, answers
+/// the PUBREL with PUBCOMP, and does not deliver a resent PUBLISH again.
+#[test]
+fn an_incoming_qos2_message_awaiting_pubrel_is_delivered_once() {
+    if let Some(why) = missing_tools() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let work = TempDir::new("pubrel");
+    let mq = work.path().join("mosquitto");
+    std::fs::create_dir_all(&mq).expect("mkdir");
+    let m = Mosquitto::start(&mq);
+    // A persistent subscriber, offline by the time the message comes.
+    let (mut s, _) = connect_persistent(m.port, "held-sub");
+    let mut body = vec![0, 1];
+    string("held/#", &mut body);
+    body.push(2);
+    s.write_all(&packet(0x82, &body)).expect("SUBSCRIBE");
+    assert_eq!(read_packet(&mut s).0, 0x90, "SUBACK expected");
+    drop(s);
+    // The publisher gets its PUBREC and goes before sending PUBREL.
+    let (mut p, _) = connect_persistent(m.port, "held-pub");
+    publish_qos2(&mut p, "held/1", b"exactly once", 42, false);
+    let (t, b) = read_packet(&mut p);
+    assert_eq!((t, &b[..2]), (0x50, &[0u8, 42][..]), "PUBREC 42 expected");
+    drop(p);
+    std::thread::sleep(Duration::from_millis(300));
+    m.stop();
+
+    let store = work.path().join("store");
+    let loc = store.to_string_lossy().into_owned();
+    let db = mq.join("mosquitto.db").to_string_lossy().into_owned();
+    let out = import(&["--persistence-location", &loc, &db]);
+    let summary = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "import failed: {summary}{}",
+        text(&out.stderr)
+    );
+    for line in [
+        "2 sessions",
+        "1 incoming QoS 2 messages awaiting their PUBREL, delivered now",
+        "Nothing skipped.",
+    ] {
+        assert!(summary.contains(line), "{line:?} not in:\n{summary}");
+    }
+
+    let midge = start_midge(work.path(), &store);
+    // The subscriber has it before the publisher is back: the import
+    // delivered it.
+    let (mut s, present) = connect_persistent(midge.port, "held-sub");
+    assert!(present, "the subscriber's session was not imported");
+    let (first, body) = read_packet(&mut s);
+    let (_, qos, pid, topic, payload) = parse_publish(first, &body);
+    assert_eq!(
+        (qos, topic.as_str(), &payload[..]),
+        (2, "held/1", &b"exactly once"[..])
+    );
+    s.write_all(&packet(0x50, &pid.to_be_bytes()))
+        .expect("PUBREC");
+    assert_eq!(read_packet(&mut s).0, 0x62, "PUBREL expected");
+    s.write_all(&packet(0x70, &pid.to_be_bytes()))
+        .expect("PUBCOMP");
+    // The publisher resends (DUP): PUBREC, no second delivery. Then its
+    // PUBREL gets PUBCOMP.
+    let (mut p, present) = connect_persistent(midge.port, "held-pub");
+    assert!(present, "the publisher's session was not imported");
+    publish_qos2(&mut p, "held/1", b"exactly once", 42, true);
+    assert_eq!(read_packet(&mut p), (0x50, vec![0, 42]), "PUBREC 42");
+    p.write_all(&packet(0x62, &[0, 42])).expect("PUBREL");
+    assert_eq!(read_packet(&mut p), (0x70, vec![0, 42]), "PUBCOMP 42");
+    // Nothing else reaches the subscriber: a second copy would arrive
+    // within this wait.
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("expected nothing more, got {other:?} {byte:?}"),
+    }
+}

@@ -194,6 +194,44 @@ impl Broker {
         }
     }
 
+    /// Takes over a QoS 2 message that another broker received from
+    /// `client_id` and acknowledged with PUBREC, and whose PUBREL had not
+    /// come (a `mosquitto.db` holds these; `midge_db_import` hands them
+    /// here after restoring the imported store). That broker would deliver
+    /// it on PUBREL; Midge delivers on PUBLISH, so it is routed now, as if
+    /// the client had just published it, and its packet id awaits the
+    /// PUBREL: the client's PUBREL gets its PUBCOMP, and a resent PUBLISH
+    /// with that id is not delivered again [MQTT-4.3.3-10]. False, and
+    /// nothing done, when there is no such session or the id is awaited
+    /// already.
+    pub fn adopt_unreleased_qos2(
+        &mut self,
+        client_id: &str,
+        packet_id: PacketId,
+        mut message: Message,
+        now: Instant,
+    ) -> bool {
+        let Some(key) = self.sessions.find(client_id) else {
+            return false;
+        };
+        let Some(session) = self.sessions.get_mut(key) else {
+            return false;
+        };
+        if !session.await_pubrel(packet_id.get()) {
+            return false;
+        }
+        if session.stored {
+            self.store_ops.push(StoreOp::PutIncomingQos2 {
+                client_id: session.client_id.clone(),
+                packet_id: packet_id.get(),
+            });
+        }
+        message.qos = QoS::ExactlyOnce;
+        message.publisher = Some(key);
+        self.publish_message(Arc::new(message), now);
+        true
+    }
+
     /// `$SYS` topics describe this run of the broker: never stored.
     fn persists_retained(&self, topic: &str) -> bool {
         self.config.persistence && !topic.starts_with("$SYS/")

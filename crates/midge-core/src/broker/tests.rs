@@ -306,6 +306,62 @@ fn qos2_incoming_is_delivered_exactly_once() {
 }
 
 #[test]
+fn an_adopted_unreleased_qos2_message_is_delivered_once_and_its_pubrel_answered() {
+    let mut h = Harness::new(BrokerConfig {
+        persistence: true,
+        ..BrokerConfig::default()
+    });
+    let sub = h.connect("sub", true);
+    h.subscribe(sub, "q", QoS::ExactlyOnce);
+    // The publisher's session, offline, as an import leaves it.
+    let pub_ = h.connect("pub", false);
+    h.lose(pub_);
+    h.broker.take_store_ops();
+    let message = |payload: &'static str| Message {
+        topic: "q".into(),
+        payload: Bytes::from_static(payload.as_bytes()),
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        properties: Default::default(),
+        publisher: None,
+        expires_at: None,
+    };
+    let now = h.now();
+    assert!(h
+        .broker
+        .adopt_unreleased_qos2("pub", pid(7), message("held"), now));
+    assert!(
+        !h.broker
+            .adopt_unreleased_qos2("pub", pid(7), message("held"), now),
+        "the same id twice"
+    );
+    assert!(!h
+        .broker
+        .adopt_unreleased_qos2("nobody", pid(8), message("x"), now));
+    let delivered = h.take(sub);
+    assert_eq!(publishes(&delivered).len(), 1, "{delivered:?}");
+    assert_eq!(&publishes(&delivered)[0].payload[..], b"held");
+    // The id is made durable with the session.
+    assert!(h.broker.take_store_ops().iter().any(|op| matches!(
+        op,
+        crate::StoreOp::PutIncomingQos2 { client_id, packet_id: 7 } if client_id == "pub"
+    )));
+
+    // The client comes back: a resent PUBLISH is not delivered again, and
+    // its PUBREL gets PUBCOMP.
+    let pub_ = h.connect("pub", false);
+    if let Packet::Publish(mut p) = publish("q", "held", QoS::ExactlyOnce, false, Some(7)) {
+        p.dup = true;
+        h.send(pub_, Packet::Publish(p));
+    }
+    assert_eq!(publishes(&h.take(sub)).len(), 0);
+    h.send(pub_, Packet::PubRel(PubResponse::new(pid(7))));
+    assert!(
+        matches!(h.take(pub_).as_slice(), [Packet::PubRec(_), Packet::PubComp(c)] if c.packet_id == pid(7) && c.reason == ReasonCode::SUCCESS)
+    );
+}
+
+#[test]
 fn qos2_outgoing_flow_resumes_after_reconnect() {
     let mut h = Harness::new(BrokerConfig::default());
     let sub = h.connect("sub", false);

@@ -21,6 +21,8 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{ArgGroup, Parser};
+use midge_config::Config;
+use midge_core::{Broker, BrokerConfig};
 use midge_store::mosquitto_db::{self, Summary};
 use midge_store::{Store, StoreOptions, SyncPolicy, DEFAULT_FILE_NAME};
 
@@ -66,10 +68,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn destination(args: &Args) -> Result<StoreOptions, Failure> {
-    let mut options = match (&args.config_file, &args.persistence_location) {
-        (Some(file), _) => {
-            let config = midge_config::parse_file(file).map_err(|e| Failure(e.to_string()))?;
+/// The configuration file given with `-c`, if any.
+fn configuration(args: &Args) -> Result<Option<Config>, Failure> {
+    args.config_file
+        .as_ref()
+        .map(|file| midge_config::parse_file(file).map_err(|e| Failure(e.to_string())))
+        .transpose()
+}
+
+fn destination(args: &Args, config: Option<&Config>) -> Result<StoreOptions, Failure> {
+    let mut options = match (config, &args.config_file, &args.persistence_location) {
+        (Some(config), Some(file), _) => {
             if !config.persistence {
                 println!(
                     "Note: {} has persistence off; midge reads the imported store only with `persistence true`.",
@@ -79,11 +88,11 @@ fn destination(args: &Args) -> Result<StoreOptions, Failure> {
             // The import syncs as `persistence_sync always`, whatever the file says.
             StoreOptions {
                 sync: SyncPolicy::Always,
-                ..midge::store_options::from_config(&config)
+                ..midge::store_options::from_config(config)
             }
         }
-        (None, Some(dir)) => StoreOptions::new(dir),
-        (None, None) => StoreOptions::new("."),
+        (_, _, Some(dir)) => StoreOptions::new(dir),
+        _ => StoreOptions::new("."),
     };
     if let Some(name) = &args.persistence_file {
         options.file_name = name.clone();
@@ -109,23 +118,46 @@ fn run(args: &Args) -> Result<(), Failure> {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    let conversion = mosquitto_db::convert(&db, now_unix, Instant::now());
+    let now = Instant::now();
+    let conversion = mosquitto_db::convert(&db, now_unix, now);
 
-    let options = destination(args)?;
+    let config = configuration(args)?;
+    let options = destination(args, config.as_ref())?;
     let path = options.path();
+    let writing = |e: midge_store::StoreError| Failure(format!("writing {}: {e}", path.display()));
     let mut store = open_destination(&options, args.force)?;
     for group in conversion.ops.chunks(1024) {
-        store
-            .apply(group)
-            .map_err(|e| Failure(format!("writing {}: {e}", path.display())))?;
+        store.apply(group).map_err(writing)?;
     }
-    store
-        .sync()
-        .map_err(|e| Failure(format!("syncing {}: {e}", path.display())))?;
+    store.sync().map_err(writing)?;
+    let mut summary = conversion.summary;
+    if !conversion.unreleased.is_empty() {
+        // Delivered now, by the broker core over the state just written.
+        drop(store);
+        let (reopened, recovery) = midge_store::open(&options)
+            .map_err(|e| Failure(format!("cannot reopen {}: {e}", path.display())))?;
+        store = reopened;
+        let mut core = Broker::new(BrokerConfig {
+            persistence: true,
+            ..config
+                .as_ref()
+                .map(|c| midge::broker_config::from_config(c, 0))
+                .unwrap_or_default()
+        });
+        core.restore(recovery.state, now);
+        for u in conversion.unreleased {
+            if !core.adopt_unreleased_qos2(&u.client_id, u.packet_id, u.message, now) {
+                summary.unreleased -= 1;
+                summary.skip("incoming QoS 2 message listed twice for its packet id");
+            }
+        }
+        store.apply(&core.take_store_ops()).map_err(writing)?;
+        store.sync().map_err(writing)?;
+    }
     store
         .checkpoint()
         .map_err(|e| Failure(format!("checkpointing {}: {e}", path.display())))?;
-    print_summary(source, db.version, &path, &conversion.summary);
+    print_summary(source, db.version, &path, &summary);
     Ok(())
 }
 
@@ -193,6 +225,12 @@ fn print_summary(source: &Path, version: u32, dest: &Path, s: &Summary) {
         "  {} queued messages ({} in flight)",
         s.messages, s.in_flight
     );
+    if s.unreleased > 0 {
+        println!(
+            "  {} incoming QoS 2 messages awaiting their PUBREL, delivered now",
+            s.unreleased
+        );
+    }
     if s.skipped.is_empty() {
         println!("Nothing skipped.");
     } else {
