@@ -461,6 +461,23 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Imports `db` into the store directory `store`; the summary printed must
+/// hold each of `lines`.
+fn import_checked(db: &Path, store: &Path, lines: &[&str]) {
+    let loc = store.to_string_lossy().into_owned();
+    let db = db.to_string_lossy().into_owned();
+    let out = import(&["--persistence-location", &loc, &db]);
+    let summary = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "import failed: {summary}{}",
+        text(&out.stderr)
+    );
+    for line in lines {
+        assert!(summary.contains(line), "{line:?} not in:\n{summary}");
+    }
+}
+
 #[test]
 fn mosquitto_state_survives_the_switch() {
     if let Some(why) = missing_tools() {
@@ -472,25 +489,17 @@ fn mosquitto_state_survives_the_switch() {
     std::fs::create_dir_all(&mq).expect("mkdir");
     let generated = generate(&mq);
     let store = work.path().join("store");
-    let loc = store.to_string_lossy().into_owned();
-    let db = generated.db.to_string_lossy().into_owned();
-
-    let out = import(&["--persistence-location", &loc, &db]);
-    let summary = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "import failed: {summary}{}",
-        text(&out.stderr)
+    import_checked(
+        &generated.db,
+        &store,
+        &[
+            "3 retained messages",
+            "3 sessions",
+            "4 subscriptions",
+            "10 queued messages (1 in flight)",
+            "Nothing skipped.",
+        ],
     );
-    for line in [
-        "3 retained messages",
-        "3 sessions",
-        "4 subscriptions",
-        "10 queued messages (1 in flight)",
-        "Nothing skipped.",
-    ] {
-        assert!(summary.contains(line), "{line:?} not in:\n{summary}");
-    }
 
     let midge = start_midge(work.path(), &store);
     let port = midge.port;
@@ -689,22 +698,15 @@ fn an_incoming_qos2_message_awaiting_pubrel_is_delivered_once() {
     m.stop();
 
     let store = work.path().join("store");
-    let loc = store.to_string_lossy().into_owned();
-    let db = mq.join("mosquitto.db").to_string_lossy().into_owned();
-    let out = import(&["--persistence-location", &loc, &db]);
-    let summary = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "import failed: {summary}{}",
-        text(&out.stderr)
+    import_checked(
+        &mq.join("mosquitto.db"),
+        &store,
+        &[
+            "2 sessions",
+            "1 incoming QoS 2 messages awaiting their PUBREL, delivered now",
+            "Nothing skipped.",
+        ],
     );
-    for line in [
-        "2 sessions",
-        "1 incoming QoS 2 messages awaiting their PUBREL, delivered now",
-        "Nothing skipped.",
-    ] {
-        assert!(summary.contains(line), "{line:?} not in:\n{summary}");
-    }
 
     let midge = start_midge(work.path(), &store);
     // The subscriber has it before the publisher is back: the import

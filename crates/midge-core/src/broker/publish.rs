@@ -144,14 +144,7 @@ impl Broker {
 
         let fresh = match (p.qos, p.packet_id) {
             (QoS::ExactlyOnce, Some(id)) if accepted => {
-                let fresh = session.await_pubrel(id.get());
-                if fresh && session.stored {
-                    self.store_ops.push(StoreOp::PutIncomingQos2 {
-                        client_id: session.client_id.clone(),
-                        packet_id: id.get(),
-                    });
-                }
-                fresh
+                await_pubrel(session, id, &mut self.store_ops)
             }
             _ => true,
         };
@@ -217,14 +210,8 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else {
             return false;
         };
-        if !session.await_pubrel(packet_id.get()) {
+        if !await_pubrel(session, packet_id, &mut self.store_ops) {
             return false;
-        }
-        if session.stored {
-            self.store_ops.push(StoreOp::PutIncomingQos2 {
-                client_id: session.client_id.clone(),
-                packet_id: packet_id.get(),
-            });
         }
         message.qos = QoS::ExactlyOnce;
         message.publisher = Some(key);
@@ -642,6 +629,20 @@ impl Broker {
 /// the topic alias is per connection, subscription identifiers are the
 /// receiver's own, and the Message Expiry Interval is written per delivery
 /// with the time left. Allocates nothing; drops the box if nothing is left.
+/// Records an incoming QoS 2 packet id until its PUBREL, in the store too
+/// when the session is kept there; false if it was awaited already (a
+/// resent PUBLISH, not to be delivered again).
+fn await_pubrel(session: &mut Session, id: PacketId, store_ops: &mut Vec<StoreOp>) -> bool {
+    let fresh = session.await_pubrel(id.get());
+    if fresh && session.stored {
+        store_ops.push(StoreOp::PutIncomingQos2 {
+            client_id: session.client_id.clone(),
+            packet_id: id.get(),
+        });
+    }
+    fresh
+}
+
 pub(super) fn forwardable(mut p: Props) -> Props {
     if let Some(q) = p.get_mut() {
         q.topic_alias = None;
