@@ -130,6 +130,9 @@ struct Links {
     /// spare capacity, a table of the structs a lot (idle connections).
     conns: IdMap<ConnId, Box<Connection>>,
     dirty: Vec<ConnId>,
+    /// Packets in the connections' outboxes, not yet taken by
+    /// [`Broker::poll_transmit`].
+    queued: usize,
 }
 
 impl Links {
@@ -144,8 +147,16 @@ impl Links {
             conn.outbox.reserve(usize::from(conn.last_batch).max(4));
         }
         conn.outbox.push(packet);
+        self.queued += 1;
         self.mark_dirty(conn_id);
         true
+    }
+
+    /// Forgets a connection, and the packets it still had to send.
+    fn remove(&mut self, conn_id: ConnId) {
+        if let Some(conn) = self.conns.remove(&conn_id) {
+            self.queued -= conn.outbox.len();
+        }
     }
 
     /// Lists the connection for the next [`Broker::poll_transmit`], once.
@@ -366,7 +377,7 @@ impl Broker {
     pub fn connection_lost(&mut self, conn: ConnId, now: Instant) {
         self.close(conn, now, true, None, DisconnectReason::ConnectionLost);
         // Nothing more can be written to it.
-        self.links.conns.remove(&conn);
+        self.links.remove(conn);
     }
 
     /// The server could not decode what the client sent. A 5.0 client is sent
@@ -569,6 +580,13 @@ impl Broker {
         self.timers.next_due()
     }
 
+    /// Packets waiting for [`Broker::poll_transmit`]. A server handling a
+    /// batch of input takes them once this grows: one message fanned out
+    /// to many subscribers leaves a packet for each.
+    pub fn queued_packets(&self) -> usize {
+        self.links.queued
+    }
+
     /// Next batch of packets for one connection.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         while let Some(id) = self.links.dirty.pop() {
@@ -577,11 +595,12 @@ impl Broker {
             };
             conn.queued_for_transmit = false;
             let packets = std::mem::take(&mut conn.outbox);
+            self.links.queued -= packets.len();
             conn.last_batch = u16::try_from(packets.len()).unwrap_or(u16::MAX);
             let close = conn.closing;
             let protocol = conn.protocol.unwrap_or(ProtocolVersion::V311);
             if close {
-                self.links.conns.remove(&id);
+                self.links.remove(id);
             }
             return Some(Transmit {
                 conn: id,

@@ -67,6 +67,13 @@ struct Peer {
 /// enough to batch under load, small enough to keep latency low.
 const BATCH: usize = 256;
 
+/// Packets the core may hold for the connections before the router stops
+/// taking messages and flushes them, whatever [`BATCH`] says: a message
+/// read from a publisher carries up to a hundred PUBLISH packets, and each
+/// leaves a packet for every subscriber. Without this bound a fan-out to
+/// 50 subscribers staged 1.3 million packets (about 100 MB) per batch.
+const FLUSH_AT_PACKETS: usize = 64 * 1024;
+
 pub async fn run_router(
     options: ServerOptions,
     mut rx: mpsc::Receiver<RouterMsg>,
@@ -114,6 +121,9 @@ pub async fn run_router(
                 let now = Instant::now();
                 handle(&mut broker, &mut peers, msg, now, &log);
                 for _ in 1..BATCH {
+                    if broker.queued_packets() >= FLUSH_AT_PACKETS {
+                        break;
+                    }
                     match rx.try_recv() {
                         Ok(msg) => handle(&mut broker, &mut peers, msg, now, &log),
                         Err(_) => break,

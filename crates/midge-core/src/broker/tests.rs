@@ -362,6 +362,32 @@ fn an_adopted_unreleased_qos2_message_is_delivered_once_and_its_pubrel_answered(
 }
 
 #[test]
+fn queued_packets_counts_what_poll_transmit_has_not_taken() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let subs: Vec<ConnId> = (0..3)
+        .map(|i| {
+            let c = h.connect(&format!("s{i}"), true);
+            h.subscribe(c, "f", QoS::AtMostOnce);
+            c
+        })
+        .collect();
+    let p = h.connect("p", true);
+    assert_eq!(h.broker.queued_packets(), 0);
+    // Two messages to three subscribers: six packets, held until taken.
+    let now = h.now();
+    for _ in 0..2 {
+        h.broker
+            .handle_packet(p, publish("f", "x", QoS::AtMostOnce, false, None), now);
+    }
+    assert_eq!(h.broker.queued_packets(), 6);
+    // A connection lost with packets pending takes them along.
+    h.broker.connection_lost(subs[0], now);
+    assert_eq!(h.broker.queued_packets(), 4);
+    while h.broker.poll_transmit().is_some() {}
+    assert_eq!(h.broker.queued_packets(), 0);
+}
+
+#[test]
 fn qos2_outgoing_flow_resumes_after_reconnect() {
     let mut h = Harness::new(BrokerConfig::default());
     let sub = h.connect("sub", false);
