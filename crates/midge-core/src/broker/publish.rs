@@ -625,10 +625,6 @@ impl Broker {
     }
 }
 
-/// Properties a 5.0 message keeps on its way to subscribers ([MQTT-3.3.2-*]):
-/// the topic alias is per connection, subscription identifiers are the
-/// receiver's own, and the Message Expiry Interval is written per delivery
-/// with the time left. Allocates nothing; drops the box if nothing is left.
 /// Records an incoming QoS 2 packet id until its PUBREL, in the store too
 /// when the session is kept there; false if it was awaited already (a
 /// resent PUBLISH, not to be delivered again).
@@ -643,6 +639,10 @@ fn await_pubrel(session: &mut Session, id: PacketId, store_ops: &mut Vec<StoreOp
     fresh
 }
 
+/// Properties a 5.0 message keeps on its way to subscribers ([MQTT-3.3.2-*]):
+/// the topic alias is per connection, subscription identifiers are the
+/// receiver's own, and the Message Expiry Interval is written per delivery
+/// with the time left. Allocates nothing; drops the box if nothing is left.
 pub(super) fn forwardable(mut p: Props) -> Props {
     if let Some(q) = p.get_mut() {
         q.topic_alias = None;
