@@ -11,6 +11,7 @@ import socket
 import pytest
 
 from brokers import broker_kind
+from test_limits import CONNECT_311
 from test_security import start_with_config
 
 pytestmark = pytest.mark.skipif(broker_kind() != "midge", reason="starts midge with its own config")
@@ -50,7 +51,7 @@ def broker_side(pid: int, client: socket.socket) -> socket.socket:
 def nodelay_of_broker_socket(broker) -> bool:
     with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as client:
         # CONNECT, then wait for CONNACK: the broker has accepted by then.
-        client.sendall(bytes([0x10, 0x0F, 0x00, 0x04]) + b"MQTT" + bytes([0x04, 0x02, 0x00, 0x3C, 0x00, 0x03]) + b"abc")
+        client.sendall(CONNECT_311)
         assert client.recv(4) == b"\x20\x02\x00\x00"
         with broker_side(broker.proc.pid, client) as theirs:
             return theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
