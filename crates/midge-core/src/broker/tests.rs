@@ -317,14 +317,13 @@ fn an_adopted_unreleased_qos2_message_is_delivered_once_and_its_pubrel_answered(
     let pub_ = h.connect("pub", false);
     h.lose(pub_);
     h.broker.take_store_ops();
-    let message = |payload: &'static str| Message {
-        topic: "q".into(),
-        payload: Bytes::from_static(payload.as_bytes()),
-        qos: QoS::ExactlyOnce,
-        retain: false,
-        properties: Default::default(),
-        publisher: None,
-        expires_at: None,
+    let message = |payload: &'static str| {
+        Message::plain(
+            "q",
+            Bytes::from_static(payload.as_bytes()),
+            QoS::ExactlyOnce,
+            false,
+        )
     };
     let now = h.now();
     assert!(h
