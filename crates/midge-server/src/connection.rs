@@ -20,7 +20,7 @@ use crate::server::Counters;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Read buffer taken while data flows; see [`Reader::room`].
+/// Read buffer taken while data flows; see [`read_room`].
 const READ_CHUNK: usize = 8 * 1024;
 /// First read of a quiet connection: enough for a CONNECT, a PINGREQ or a
 /// small PUBLISH, without holding kilobytes for every idle client.
@@ -58,8 +58,10 @@ pub fn transmit_weight(t: &Transmit) -> usize {
 /// The queue from the router to one connection's writer. Lighter than a
 /// channel (which allocates a block of slots up front): an idle connection's
 /// queue holds no allocation at all, only the connection task's waker.
-#[derive(Default)]
 pub struct Outbox {
+    /// The connection this queue writes to (kept here, where it costs no
+    /// more memory, rather than in the connection's task).
+    conn: ConnId,
     state: std::sync::Mutex<OutboxState>,
     /// Transmits held for the store (waiting for what they acknowledge to
     /// be durable): while there are any, nothing may overtake them.
@@ -96,6 +98,15 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Outbox {
+    pub fn new(conn: ConnId) -> Self {
+        Outbox {
+            conn,
+            state: Default::default(),
+            held: AtomicUsize::new(0),
+            backlog: AtomicUsize::new(0),
+        }
+    }
+
     /// Queues a transmit; false when the writer is gone.
     pub fn send(&self, t: Transmit) -> bool {
         let Ok(mut s) = self.state.lock() else {
@@ -189,14 +200,12 @@ pub fn run_connection<S>(
     stream: S,
     conn: ConnId,
     origin: Origin,
-    router: mpsc::Sender<RouterMsg>,
-    max_packet_size: usize,
-    counters: Arc<Counters>,
+    link: Arc<RouterLink>,
 ) -> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let outbox = Arc::new(Outbox::default());
+    let outbox = Arc::new(Outbox::new(conn));
     let open = RouterMsg::Open {
         conn,
         writer: outbox.clone(),
@@ -206,26 +215,33 @@ where
     };
     Connection {
         stream,
-        reader: Reader {
-            conn,
-            buf: BytesMut::new(),
-            version: None,
-            flowing: false,
-            max_packet_size,
-        },
-        router,
-        reserve: None,
-        to_router: VecDeque::from([open]),
+        read_buf: BytesMut::new(),
+        version: None,
+        flowing: false,
+        link,
         outbox,
-        counters,
+        rare: Some(Box::new(Rare {
+            to_router: VecDeque::from([open]),
+            reserve: None,
+            timer: None,
+        })),
         out: BytesMut::new(),
         out_weight: 0,
         reading: true,
         flushing: false,
         closing: false,
         released: false,
-        timer: None,
     }
+}
+
+/// What all connections of a server share: one allocation for all of them
+/// instead of three pointers in each.
+pub struct RouterLink {
+    /// The router's queue.
+    pub router: mpsc::Sender<RouterMsg>,
+    pub counters: Arc<Counters>,
+    /// Largest packet accepted from a client (`max_packet_size`).
+    pub max_packet_size: usize,
 }
 
 /// Waits for room in the router's queue (only while it is full).
@@ -234,17 +250,23 @@ type Reserve = Pin<Box<dyn Future<Output = Result<OwnedPermit<RouterMsg>, ()>> +
 /// A connection's whole state, polled as one future: an idle connection
 /// costs this struct and nothing more (a `select!` loop would also hold
 /// every branch's future, and an `async fn` the state of each `.await`).
+///
+/// Its size is watched (`a_plain_connection_task_stays_small`): tokio
+/// allocates a task in steps of 128 bytes, and with a plain TCP stream
+/// this state fits the 256-byte step. What only a few connections need at
+/// a time is in [`Rare`], allocated only then.
 pub struct Connection<S> {
     stream: S,
-    reader: Reader,
-    router: mpsc::Sender<RouterMsg>,
-    /// Set while the router's queue is full.
-    reserve: Option<Reserve>,
-    /// Decoded messages waiting for room in the router's queue; reading
-    /// stops while there are any (back-pressure on the client).
-    to_router: VecDeque<RouterMsg>,
+    /// What was read and not yet decoded: as large as the traffic needs
+    /// (see [`read_room`]), nothing while the client is quiet.
+    read_buf: BytesMut,
+    /// The protocol, once the CONNECT is decoded.
+    version: Option<ProtocolVersion>,
+    /// Whether the last read filled what it was given: data is flowing.
+    flowing: bool,
+    link: Arc<RouterLink>,
     outbox: Arc<Outbox>,
-    counters: Arc<Counters>,
+    rare: Option<Box<Rare>>,
     /// Encoded packets not yet written, and their weight in the backlog.
     out: BytesMut,
     out_weight: usize,
@@ -255,10 +277,25 @@ pub struct Connection<S> {
     closing: bool,
     /// The router let go of the connection (after Lost).
     released: bool,
+}
+
+/// The parts of a connection's state that are used only for a moment: it
+/// exists while any of them is, so an idle connection does not carry them.
+struct Rare {
+    /// Messages waiting for room in the router's queue; reading stops
+    /// while there are any (back-pressure on the client).
+    to_router: VecDeque<RouterMsg>,
+    /// Set while the router's queue is full.
+    reserve: Option<Reserve>,
     /// After bad input: how long the client is given to read our answer;
-    /// at the end, how long its shutdown may take. Boxed, and only then: a
-    /// timer inline would grow every connection.
+    /// at the end, how long its shutdown may take.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.to_router.is_empty() && self.reserve.is_none() && self.timer.is_none()
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Future for Connection<S> {
@@ -271,7 +308,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Connection<S> {
             if (this.closing || this.released)
                 && this.out.is_empty()
                 && !this.flushing
-                && (this.to_router.is_empty() || this.released)
+                && (this.released || !this.waits_for_router())
             {
                 return this.poll_shutdown(cx);
             }
@@ -285,6 +322,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Connection<S> {
             progress |= this.poll_timer(cx);
             // Every branch that made no progress has registered the waker.
             if !progress {
+                if this.rare.as_ref().is_some_and(|r| r.is_empty()) {
+                    this.rare = None;
+                }
                 return Poll::Pending;
             }
         }
@@ -295,51 +335,80 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Connection<S> {
 struct RouterGone;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    /// Hands decoded messages to the router; whether any moved.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(|| {
+            Box::new(Rare {
+                to_router: VecDeque::new(),
+                reserve: None,
+                timer: None,
+            })
+        })
+    }
+
+    /// Whether messages wait for room in the router's queue.
+    fn waits_for_router(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| !r.to_router.is_empty())
+    }
+
+    /// Hands a message to the router at once if its queue has room and
+    /// nothing waits before it; otherwise queues it for [`Self::poll_router`].
+    fn tell_router(&mut self, msg: RouterMsg) {
+        let msg = if self.waits_for_router() {
+            msg
+        } else {
+            match self.link.router.try_send(msg) {
+                Ok(()) => return,
+                // Closed: `poll_router` finds it so and stops the task.
+                Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => m,
+            }
+        };
+        self.rare_mut().to_router.push_back(msg);
+    }
+
+    /// Hands waiting messages to the router; whether any moved.
     fn poll_router(&mut self, cx: &mut Context<'_>) -> Result<bool, RouterGone> {
+        let Some(rare) = self.rare.as_mut() else {
+            return Ok(false);
+        };
         let mut progress = false;
-        while let Some(msg) = self.to_router.pop_front() {
-            if let Some(reserve) = self.reserve.as_mut() {
+        while let Some(msg) = rare.to_router.pop_front() {
+            if let Some(reserve) = rare.reserve.as_mut() {
                 match reserve.as_mut().poll(cx) {
                     Poll::Ready(Ok(permit)) => {
-                        self.reserve = None;
+                        rare.reserve = None;
                         permit.send(msg);
                         progress = true;
                         continue;
                     }
                     Poll::Ready(Err(())) => return Err(RouterGone),
                     Poll::Pending => {
-                        self.to_router.push_front(msg);
+                        rare.to_router.push_front(msg);
                         return Ok(progress);
                     }
                 }
             }
-            match self.router.try_send(msg) {
+            match self.link.router.try_send(msg) {
                 Ok(()) => progress = true,
                 Err(mpsc::error::TrySendError::Full(msg)) => {
                     // Polled on the next turn of this loop.
-                    self.to_router.push_front(msg);
-                    let router = self.router.clone();
-                    self.reserve = Some(Box::pin(async move {
+                    rare.to_router.push_front(msg);
+                    let router = self.link.router.clone();
+                    rare.reserve = Some(Box::pin(async move {
                         router.reserve_owned().await.map_err(|_| ())
                     }));
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return Err(RouterGone),
             }
         }
-        if self.to_router.capacity() > 0 {
-            // Do not keep the queue's allocation while idle.
-            self.to_router = VecDeque::new();
-        }
         Ok(progress)
     }
 
     /// Reads and decodes, unless the router has not taken the last batch.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.reading || !self.to_router.is_empty() {
+        if !self.reading || self.waits_for_router() {
             return false;
         }
-        let read = if self.reader.buf.is_empty() && !self.reader.flowing {
+        let read = if self.read_buf.is_empty() && !self.flowing {
             // A quiet connection waits for data without a buffer of its
             // own: what arrives lands on the stack and is copied.
             let mut quiet = [0u8; QUIET_READ];
@@ -347,35 +416,82 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Pin::new(&mut self.stream)
                 .poll_read(cx, &mut into)
                 .map_ok(|()| {
-                    self.reader.buf.extend_from_slice(into.filled());
+                    self.read_buf.extend_from_slice(into.filled());
                     into.filled().len()
                 })
         } else {
-            let room = self.reader.room();
+            let room = read_room(&mut self.read_buf, self.flowing);
             // `read_buf` keeps no state between polls: a fresh one each time.
             std::pin::pin!(self.stream.read_buf(room)).poll(cx)
         };
         match read {
             Poll::Pending => false,
             Poll::Ready(Ok(n)) if n > 0 => {
-                self.counters
+                self.link
+                    .counters
                     .bytes_received
                     .fetch_add(n as u64, Ordering::Relaxed);
-                if self.reader.decode(n, &mut self.to_router) {
+                if self.decode(n) {
                     // Bad input: stop reading, let the broker answer.
                     self.reading = false;
-                    self.timer = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+                    self.rare_mut().timer = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
                 }
                 true
             }
             Poll::Ready(_) => {
                 self.reading = false;
-                self.to_router.push_back(RouterMsg::Lost {
-                    conn: self.reader.conn,
+                self.tell_router(RouterMsg::Lost {
+                    conn: self.outbox.conn,
                 });
                 true
             }
         }
+    }
+
+    /// Decodes what arrived into messages for the router. Returns true on
+    /// bad input (after handing on what decoded before it and the error).
+    fn decode(&mut self, n: usize) -> bool {
+        self.flowing = n >= QUIET_READ / 2 && n * 2 >= self.read_buf.capacity().min(READ_CHUNK);
+        let conn = self.outbox.conn;
+        let mut packets = Vec::new();
+        let mut error = None;
+        loop {
+            match decode_packet(&mut self.read_buf, self.version, self.link.max_packet_size) {
+                Ok(Some(p)) => {
+                    if let Packet::Connect(c) = &p {
+                        self.version.get_or_insert(c.protocol);
+                    }
+                    packets.push(p);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if !packets.is_empty() {
+            self.tell_router(RouterMsg::Packets { conn, packets });
+        }
+        // A connection going quiet gives its read buffer back: idle
+        // clients cost no buffer memory.
+        if self.read_buf.is_empty() && !self.flowing {
+            self.read_buf = BytesMut::new();
+        }
+        let Some(e) = error else {
+            return false;
+        };
+        self.tell_router(match e {
+            DecodeError::UnsupportedProtocolVersion { level } => {
+                RouterMsg::UnsupportedVersion { conn, level }
+            }
+            e => RouterMsg::ProtocolError {
+                conn,
+                reason: e.reason_code(),
+                detail: e.to_string(),
+            },
+        });
+        true
     }
 
     /// Encodes what the router sent, up to one write batch.
@@ -411,7 +527,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Poll::Pending => false,
                 Poll::Ready(Ok(())) => {
                     self.flushing = false;
-                    release_backlog(&self.outbox.backlog, self.out_weight, &self.counters);
+                    release_backlog(&self.outbox.backlog, self.out_weight, &self.link.counters);
                     self.out_weight = 0;
                     // Nothing queued: give the buffer back while idle.
                     self.out = BytesMut::new();
@@ -429,7 +545,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         match Pin::new(&mut self.stream).poll_write(cx, &self.out) {
             Poll::Pending => false,
             Poll::Ready(Ok(n)) if n > 0 => {
-                self.counters
+                self.link
+                    .counters
                     .bytes_sent
                     .fetch_add(n as u64, Ordering::Relaxed);
                 let _ = self.out.split_to(n);
@@ -444,16 +561,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(timer) = self.timer.as_mut() else {
+        let Some(timer) = self.rare.as_mut().and_then(|r| r.timer.as_mut()) else {
             return false;
         };
         if timer.as_mut().poll(cx).is_pending() {
             return false;
         }
         // The client did not take our answer in time.
-        self.timer = None;
-        self.to_router.push_back(RouterMsg::Lost {
-            conn: self.reader.conn,
+        self.rare_mut().timer = None;
+        self.tell_router(RouterMsg::Lost {
+            conn: self.outbox.conn,
         });
         self.out.clear();
         self.flushing = false;
@@ -468,6 +585,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Poll::Ready(());
         }
         let timer = self
+            .rare_mut()
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
         if timer.as_mut().poll(cx).is_ready() {
@@ -482,8 +600,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.flushing = false;
         if self.reading {
             self.reading = false;
-            self.to_router.push_back(RouterMsg::Lost {
-                conn: self.reader.conn,
+            self.tell_router(RouterMsg::Lost {
+                conn: self.outbox.conn,
             });
         }
         self.closing = true;
@@ -503,73 +621,14 @@ fn release_backlog(backlog: &AtomicUsize, weight: usize, counters: &Counters) {
     }
 }
 
-/// The reading side: a buffer that is only as large as the traffic needs,
-/// and the decoder.
-struct Reader {
-    conn: ConnId,
-    buf: BytesMut,
-    version: Option<ProtocolVersion>,
-    /// Whether the last read filled what it was given: data is flowing.
-    flowing: bool,
-    max_packet_size: usize,
-}
-
-impl Reader {
-    /// Room to read into: a small buffer for a quiet connection, a larger
-    /// one while data flows.
-    fn room(&mut self) -> &mut BytesMut {
-        let want = if self.flowing { READ_CHUNK } else { QUIET_READ };
-        if self.buf.capacity() - self.buf.len() < want / 4 {
-            self.buf.reserve(want);
-        }
-        &mut self.buf
+/// Room to read into: a small buffer for a quiet connection, a larger one
+/// while data flows.
+fn read_room(buf: &mut BytesMut, flowing: bool) -> &mut BytesMut {
+    let want = if flowing { READ_CHUNK } else { QUIET_READ };
+    if buf.capacity() - buf.len() < want / 4 {
+        buf.reserve(want);
     }
-
-    /// Decodes what arrived into messages for the router. Returns true on
-    /// bad input (after queueing what decoded before it and the error).
-    fn decode(&mut self, n: usize, to_router: &mut VecDeque<RouterMsg>) -> bool {
-        self.flowing = n >= QUIET_READ / 2 && n * 2 >= self.buf.capacity().min(READ_CHUNK);
-        let conn = self.conn;
-        let mut packets = Vec::new();
-        let mut error = None;
-        loop {
-            match decode_packet(&mut self.buf, self.version, self.max_packet_size) {
-                Ok(Some(p)) => {
-                    if let Packet::Connect(c) = &p {
-                        self.version.get_or_insert(c.protocol);
-                    }
-                    packets.push(p);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
-        if !packets.is_empty() {
-            to_router.push_back(RouterMsg::Packets { conn, packets });
-        }
-        // A connection going quiet gives its read buffer back: idle
-        // clients cost no buffer memory.
-        if self.buf.is_empty() && !self.flowing {
-            self.buf = BytesMut::new();
-        }
-        let Some(e) = error else {
-            return false;
-        };
-        to_router.push_back(match e {
-            DecodeError::UnsupportedProtocolVersion { level } => {
-                RouterMsg::UnsupportedVersion { conn, level }
-            }
-            e => RouterMsg::ProtocolError {
-                conn,
-                reason: e.reason_code(),
-                detail: e.to_string(),
-            },
-        });
-        true
-    }
+    buf
 }
 
 fn encode(t: &Transmit, out: &mut BytesMut) -> bool {

@@ -444,7 +444,7 @@ mod tests {
     /// A batch's packets: one empty transmit, to tell batches apart.
     fn out(conn: u64) -> Vec<Outgoing> {
         vec![(
-            Arc::new(crate::connection::Outbox::default()),
+            Arc::new(crate::connection::Outbox::new(ConnId(1))),
             Transmit {
                 conn: ConnId(conn),
                 protocol: ProtocolVersion::V311,

@@ -675,7 +675,7 @@ mod tests {
 
     #[test]
     fn publishes_go_ahead_of_the_store_acknowledgements_wait() {
-        let w = Outbox::default();
+        let w = Outbox::new(ConnId(1));
         let t = transmit(
             vec![
                 publish(QoS::AtLeastOnce),
@@ -694,7 +694,7 @@ mod tests {
 
     #[test]
     fn nothing_overtakes_what_is_held() {
-        let w = Outbox::default();
+        let w = Outbox::new(ConnId(1));
         // QoS 2 needs the message durable first.
         let held = send_early(&w, transmit(vec![publish(QoS::ExactlyOnce)], false));
         assert!(held.is_some() && w.try_recv().is_none());
