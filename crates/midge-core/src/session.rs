@@ -306,9 +306,26 @@ struct SessionExtras {
     pending_will: Option<(Box<LastWill>, Instant)>,
 }
 
+impl SessionExtras {
+    fn is_empty(&self) -> bool {
+        self.mount.is_none()
+            && self.incoming_qos2.is_empty()
+            && self.will.is_none()
+            && self.pending_will.is_none()
+    }
+}
+
 impl Session {
     fn extras_mut(&mut self) -> &mut SessionExtras {
         self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// Gives the extras' box back once nothing is left in it, so that a
+    /// session that once had a will or a QoS 2 exchange is small again.
+    fn tidy_extras(&mut self) {
+        if self.extras.as_ref().is_some_and(|e| e.is_empty()) {
+            self.extras = None;
+        }
     }
 
     /// The listener's `mount_point`, if the client came in on one.
@@ -319,17 +336,22 @@ impl Session {
     pub fn set_mount(&mut self, mount: Option<ByteString>) {
         if mount.is_some() || self.extras.is_some() {
             self.extras_mut().mount = mount;
+            self.tidy_extras();
         }
     }
 
     pub fn set_will(&mut self, will: Option<Box<LastWill>>) {
         if will.is_some() || self.extras.is_some() {
             self.extras_mut().will = will;
+            self.tidy_extras();
         }
     }
 
+    /// Taken when the connection ends: the extras' box goes then if empty.
     pub fn take_will(&mut self) -> Option<Box<LastWill>> {
-        self.extras.as_mut().and_then(|e| e.will.take())
+        let will = self.extras.as_mut().and_then(|e| e.will.take());
+        self.tidy_extras();
+        will
     }
 
     /// A will waiting for its delay, and when it is due.
@@ -342,7 +364,9 @@ impl Session {
     }
 
     pub fn take_pending_will(&mut self) -> Option<(Box<LastWill>, Instant)> {
-        self.extras.as_mut().and_then(|e| e.pending_will.take())
+        let will = self.extras.as_mut().and_then(|e| e.pending_will.take());
+        self.tidy_extras();
+        will
     }
 
     /// A QoS 2 packet id received and delivered, awaiting PUBREL.
@@ -363,6 +387,10 @@ impl Session {
     }
 
     /// The PUBREL for `id` came; false if it was not awaited.
+    ///
+    /// The box stays, even when this was the last id: a client that
+    /// publishes at QoS 2 would otherwise allocate it for every message.
+    /// It goes when the connection does (see [`Session::take_will`]).
     pub fn release(&mut self, id: u16) -> bool {
         self.extras
             .as_mut()
@@ -476,8 +504,16 @@ mod tests {
         assert_eq!(s.awaiting_pubrel(), 1);
         assert!(s.release(7));
         assert_eq!(s.awaiting_pubrel(), 0);
+        assert!(s.extras.is_some(), "kept while the connection lasts");
+        assert!(s.take_will().is_none());
+        assert!(s.extras.is_none(), "the box goes with the connection");
         s.set_mount(Some("m/".into()));
         assert_eq!(s.mount().map(|m| &**m), Some("m/"));
+        assert!(s.await_pubrel(8));
+        assert!(s.release(8));
+        assert_eq!(s.mount().map(|m| &**m), Some("m/"), "kept: not empty");
+        s.set_mount(None);
+        assert!(s.extras.is_none());
     }
 
     fn inflight(session: &mut Session) -> Inflight {
