@@ -531,7 +531,6 @@ impl Broker {
                 &d,
                 crate::persist::StoredState::Queued,
             );
-            s.queued_bytes += d.message.queued_size();
             s.queue.push_front(d);
         }
         let mut packets = Vec::with_capacity(s.inflight.len());

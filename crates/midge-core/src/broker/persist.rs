@@ -89,7 +89,6 @@ impl Broker {
                 };
                 match d.state {
                     StoredState::Queued => {
-                        s.queued_bytes += delivery.message.queued_size();
                         s.queue.push_back(delivery);
                     }
                     StoredState::InFlight(packet_id, state) => s.inflight.push_back(Inflight {

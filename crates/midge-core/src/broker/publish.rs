@@ -563,7 +563,6 @@ impl Broker {
                 true
             }
         });
-        s.queued_bytes = s.queue.iter().map(|d| d.message.queued_size()).sum();
 
         for f in inflight {
             let seq = f.delivery.seq;
@@ -585,7 +584,6 @@ impl Broker {
             let kept = self.hand_to_other_member(key, moved, now).is_some();
             if let Some(s) = self.sessions.get_mut(key) {
                 if kept {
-                    s.queued_bytes += d.message.queued_size();
                     s.queue.push_back(d);
                 } else {
                     unstore_delivery(&mut self.store_ops, s, seq);
