@@ -46,7 +46,8 @@ impl Broker {
             c.properties.authentication_data.as_deref(),
         );
         if let Some(conn) = self.links.conns.get_mut(&conn_id) {
-            conn.extras_mut().auth_method = Some(method.clone());
+            // A copy: a slice would keep the whole CONNECT (see finish_connect).
+            conn.extras_mut().auth_method = Some(ByteString::from(&*method));
         }
         match step {
             AuthStep::Success { data } => self.finish_connect(conn_id, *c, data, now),
@@ -196,7 +197,12 @@ impl Broker {
             .conns
             .get(&conn_id)
             .and_then(|c| c.identity().cloned());
-        let username = identity.clone().or(username);
+        // The client id and user name stay as long as the connection or the
+        // session: copied out, they no longer hold the whole CONNECT (its
+        // password too) in memory, and each takes only its own bytes.
+        let username = identity
+            .clone()
+            .or_else(|| username.as_deref().map(ByteString::from));
         let v5 = protocol.is_v5();
         let code = |v3: u8, v5_code: ReasonCode| if v5 { v5_code.0 } else { v3 };
 
@@ -222,7 +228,7 @@ impl Broker {
             assigned = Some(id.clone());
             id
         } else {
-            client_id
+            ByteString::from(&*client_id)
         };
 
         // Who the client proved to be: a TLS certificate, an enhanced
@@ -383,6 +389,11 @@ impl Broker {
         let grace = (effective_keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(effective_keep_alive) * 1500));
         let mut auth_method = None;
+        // A session taken over keeps its own copy of the id: share it.
+        let client_id = self
+            .sessions
+            .get(key)
+            .map_or(client_id, |s| s.client_id.clone());
         if let Some(conn) = self.links.conns.get_mut(&conn_id) {
             conn.session = Some(key);
             conn.client_id = client_id.clone();

@@ -815,6 +815,34 @@ fn without_anonymous_access_a_bare_user_name_is_not_enough() {
     assert!(h.is_closed(conn));
 }
 
+/// The client id and user name are copied out of the CONNECT: a slice of
+/// it would keep the whole packet, password included, for as long as the
+/// connection or the session lasts.
+#[test]
+fn a_connection_keeps_nothing_of_its_connect_packet() {
+    let mut h = Harness::new(BrokerConfig::default());
+    // Not static: a static buffer counts as never unique.
+    let packet = Bytes::copy_from_slice(b"client-7userpass");
+    let text = |r: std::ops::Range<usize>| ByteString::try_from(packet.slice(r)).expect("UTF-8");
+    let connect = Packet::Connect(Box::new(Connect {
+        protocol: ProtocolVersion::V311,
+        clean_start: false,
+        keep_alive: 0,
+        client_id: text(0..8),
+        will: None,
+        username: Some(text(8..12)),
+        password: Some(packet.slice(12..)),
+        properties: Default::default(),
+    }));
+    let (conn, ack) = h.connect_with(connect);
+    assert_eq!(ack.code, 0);
+    assert!(packet.is_unique(), "the CONNECT's bytes are still held");
+    let key = h.broker.sessions.find("client-7").expect("session");
+    let session = h.broker.sessions.get(key).expect("session");
+    assert_eq!(session.username.as_deref(), Some("user"));
+    assert_eq!(&*h.broker.links.conns[&conn].client_id, "client-7");
+}
+
 /// Every idle connection has one (issue 4: memory per connection); the
 /// rare parts live in `extras`.
 #[test]
