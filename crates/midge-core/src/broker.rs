@@ -61,8 +61,8 @@ struct Connection {
     session: Option<SessionKey>,
     protocol: Option<ProtocolVersion>,
     client_id: ByteString,
-    /// 1.5 × keep-alive; `None` when keep-alive is 0.
-    grace: Option<Duration>,
+    /// The keep-alive in force, in seconds (0: none); see [`Connection::grace`].
+    keep_alive: u16,
     last_seen: Instant,
     outbox: Vec<Packet>,
     /// Size of the last batch, to size the next one in one allocation
@@ -78,6 +78,11 @@ struct Connection {
     extras: Option<Box<ConnExtras>>,
 }
 
+/// 1.5 × a keep-alive of `seconds`, `None` for 0.
+fn keep_alive_grace(seconds: u16) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_millis(u64::from(seconds) * 1500))
+}
+
 #[derive(Debug, Default)]
 struct ConnExtras {
     /// The Authentication Method this connection authenticated with.
@@ -90,6 +95,12 @@ struct ConnExtras {
 }
 
 impl Connection {
+    /// How long the connection may stay silent: 1.5 × the keep-alive
+    /// ([MQTT-3.1.2-24]); `None` when the keep-alive is 0.
+    fn grace(&self) -> Option<Duration> {
+        keep_alive_grace(self.keep_alive)
+    }
+
     fn auth_method(&self) -> Option<&ByteString> {
         self.extras.as_ref().and_then(|e| e.auth_method.as_ref())
     }
@@ -332,7 +343,7 @@ impl Broker {
                 session: None,
                 protocol: None,
                 client_id: ByteString::new(),
-                grace: None,
+                keep_alive: 0,
                 last_seen: now,
                 outbox: Vec::new(),
                 last_batch: 0,
@@ -557,7 +568,7 @@ impl Broker {
         let Some(c) = self.links.conns.get(&id) else {
             return;
         };
-        let Some(grace) = c.grace else { return };
+        let Some(grace) = c.grace() else { return };
         if c.closing {
             return;
         }

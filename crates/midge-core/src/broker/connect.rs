@@ -7,7 +7,7 @@ use midge_codec::{
     connect_return_code, Auth, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion,
     PubResponse, QoS, ReasonCode,
 };
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Broker, PendingAuth, Timer};
 use crate::auth::AuthStep;
@@ -386,8 +386,7 @@ impl Broker {
         };
 
         self.persist_session(key);
-        let grace = (effective_keep_alive > 0)
-            .then(|| Duration::from_millis(u64::from(effective_keep_alive) * 1500));
+        let grace = super::keep_alive_grace(effective_keep_alive);
         let mut auth_method = None;
         // A session taken over keeps its own copy of the id: share it.
         let client_id = self
@@ -397,7 +396,7 @@ impl Broker {
         if let Some(conn) = self.links.conns.get_mut(&conn_id) {
             conn.session = Some(key);
             conn.client_id = client_id.clone();
-            conn.grace = grace;
+            conn.keep_alive = effective_keep_alive;
             conn.auth = None;
             auth_method = conn.auth_method().cloned();
         }

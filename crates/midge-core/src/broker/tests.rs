@@ -849,5 +849,6 @@ fn a_connection_keeps_nothing_of_its_connect_packet() {
 fn a_core_connection_stays_small() {
     let size = std::mem::size_of::<super::Connection>();
     println!("Connection: {size} bytes");
-    assert!(size <= 128, "a connection is {size} bytes");
+    // 104 bytes take a 112-byte chunk from glibc's allocator.
+    assert!(size <= 104, "a connection is {size} bytes");
 }
