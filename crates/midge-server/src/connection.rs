@@ -222,8 +222,7 @@ where
         outbox,
         rare: Some(Box::new(Rare {
             to_router: VecDeque::from([open]),
-            reserve: None,
-            timer: None,
+            ..Rare::default()
         })),
         out: BytesMut::new(),
         out_weight: 0,
@@ -281,6 +280,7 @@ pub struct Connection<S> {
 
 /// The parts of a connection's state that are used only for a moment: it
 /// exists while any of them is, so an idle connection does not carry them.
+#[derive(Default)]
 struct Rare {
     /// Messages waiting for room in the router's queue; reading stops
     /// while there are any (back-pressure on the client).
@@ -336,13 +336,7 @@ struct RouterGone;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     fn rare_mut(&mut self) -> &mut Rare {
-        self.rare.get_or_insert_with(|| {
-            Box::new(Rare {
-                to_router: VecDeque::new(),
-                reserve: None,
-                timer: None,
-            })
-        })
+        self.rare.get_or_insert_with(Box::default)
     }
 
     /// Whether messages wait for room in the router's queue.
