@@ -70,29 +70,28 @@ fn main() -> ExitCode {
 
 /// The configuration file given with `-c`, if any.
 fn configuration(args: &Args) -> Result<Option<Config>, Failure> {
-    args.config_file
-        .as_ref()
-        .map(|file| midge_config::parse_file(file).map_err(|e| Failure(e.to_string())))
-        .transpose()
+    let Some(file) = &args.config_file else {
+        return Ok(None);
+    };
+    let config = midge_config::parse_file(file).map_err(|e| Failure(e.to_string()))?;
+    if !config.persistence {
+        println!(
+            "Note: {} has persistence off; midge reads the imported store only with `persistence true`.",
+            file.display()
+        );
+    }
+    Ok(Some(config))
 }
 
 fn destination(args: &Args, config: Option<&Config>) -> Result<StoreOptions, Failure> {
-    let mut options = match (config, &args.config_file, &args.persistence_location) {
-        (Some(config), Some(file), _) => {
-            if !config.persistence {
-                println!(
-                    "Note: {} has persistence off; midge reads the imported store only with `persistence true`.",
-                    file.display()
-                );
-            }
-            // The import syncs as `persistence_sync always`, whatever the file says.
-            StoreOptions {
-                sync: SyncPolicy::Always,
-                ..midge::store_options::from_config(config)
-            }
-        }
-        (_, _, Some(dir)) => StoreOptions::new(dir),
-        _ => StoreOptions::new("."),
+    let mut options = match (config, &args.persistence_location) {
+        // The import syncs as `persistence_sync always`, whatever the file says.
+        (Some(config), _) => StoreOptions {
+            sync: SyncPolicy::Always,
+            ..midge::store_options::from_config(config)
+        },
+        (None, Some(dir)) => StoreOptions::new(dir),
+        (None, None) => StoreOptions::new("."),
     };
     if let Some(name) = &args.persistence_file {
         options.file_name = name.clone();
