@@ -72,6 +72,20 @@ fn missing_tools() -> Option<String> {
     None
 }
 
+/// For a test that drives Debian's Mosquitto: a temporary folder and its
+/// `mosquitto` subfolder, or `None` (the test is skipped, and says why)
+/// when the tools are missing.
+fn mosquitto_work(name: &str) -> Option<(TempDir, PathBuf)> {
+    if let Some(why) = missing_tools() {
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let work = TempDir::new(name);
+    let mq = work.path().join("mosquitto");
+    std::fs::create_dir_all(&mq).expect("mkdir");
+    Some((work, mq))
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -480,13 +494,9 @@ fn import_checked(db: &Path, store: &Path, lines: &[&str]) {
 
 #[test]
 fn mosquitto_state_survives_the_switch() {
-    if let Some(why) = missing_tools() {
-        eprintln!("skipped: {why}");
+    let Some((work, mq)) = mosquitto_work("e2e") else {
         return;
-    }
-    let work = TempDir::new("e2e");
-    let mq = work.path().join("mosquitto");
-    std::fs::create_dir_all(&mq).expect("mkdir");
+    };
     let generated = generate(&mq);
     let store = work.path().join("store");
     import_checked(
@@ -672,13 +682,9 @@ fn publish_qos2(s: &mut TcpStream, topic: &str, payload: &[u8], pid: u16, dup: b
 /// the PUBREL with PUBCOMP, and does not deliver a resent PUBLISH again.
 #[test]
 fn an_incoming_qos2_message_awaiting_pubrel_is_delivered_once() {
-    if let Some(why) = missing_tools() {
-        eprintln!("skipped: {why}");
+    let Some((work, mq)) = mosquitto_work("pubrel") else {
         return;
-    }
-    let work = TempDir::new("pubrel");
-    let mq = work.path().join("mosquitto");
-    std::fs::create_dir_all(&mq).expect("mkdir");
+    };
     let m = Mosquitto::start(&mq);
     // A persistent subscriber, offline by the time the message comes.
     let (mut s, _) = connect_persistent(m.port, "held-sub");
