@@ -287,22 +287,28 @@ fn qos2_incoming_is_delivered_exactly_once() {
     // Reconnect in between: the id is remembered by the session.
     h.lose(pub_);
     let pub_ = h.connect("pub", false);
-    if let Packet::Publish(mut p) = publish("q", "once", QoS::ExactlyOnce, false, Some(7)) {
-        p.dup = true;
-        h.send(pub_, Packet::Publish(p));
-    }
-    assert_eq!(publishes(&h.take(sub)).len(), 0);
-
-    h.send(pub_, Packet::PubRel(PubResponse::new(pid(7))));
-    assert!(
-        matches!(h.take(pub_).as_slice(), [Packet::PubRec(_), Packet::PubComp(c)] if c.packet_id == pid(7))
-    );
+    resend_then_release(&mut h, pub_, sub, "once", 7);
     // Released: the same id now carries a new message.
     h.send(
         pub_,
         publish("q", "again", QoS::ExactlyOnce, false, Some(7)),
     );
     assert_eq!(publishes(&h.take(sub)).len(), 1);
+}
+
+/// The publisher, back, resends its QoS 2 message `id` on `q` (DUP): it
+/// is answered with PUBREC and not delivered to `sub` again; then its
+/// PUBREL gets a successful PUBCOMP ([MQTT-4.3.3-10]).
+fn resend_then_release(h: &mut Harness, pub_: ConnId, sub: ConnId, payload: &str, id: u16) {
+    if let Packet::Publish(mut p) = publish("q", payload, QoS::ExactlyOnce, false, Some(id)) {
+        p.dup = true;
+        h.send(pub_, Packet::Publish(p));
+    }
+    assert_eq!(publishes(&h.take(sub)).len(), 0);
+    h.send(pub_, Packet::PubRel(PubResponse::new(pid(id))));
+    assert!(
+        matches!(h.take(pub_).as_slice(), [Packet::PubRec(_), Packet::PubComp(c)] if c.packet_id == pid(id) && c.reason == ReasonCode::SUCCESS)
+    );
 }
 
 #[test]
@@ -349,15 +355,7 @@ fn an_adopted_unreleased_qos2_message_is_delivered_once_and_its_pubrel_answered(
     // The client comes back: a resent PUBLISH is not delivered again, and
     // its PUBREL gets PUBCOMP.
     let pub_ = h.connect("pub", false);
-    if let Packet::Publish(mut p) = publish("q", "held", QoS::ExactlyOnce, false, Some(7)) {
-        p.dup = true;
-        h.send(pub_, Packet::Publish(p));
-    }
-    assert_eq!(publishes(&h.take(sub)).len(), 0);
-    h.send(pub_, Packet::PubRel(PubResponse::new(pid(7))));
-    assert!(
-        matches!(h.take(pub_).as_slice(), [Packet::PubRec(_), Packet::PubComp(c)] if c.packet_id == pid(7) && c.reason == ReasonCode::SUCCESS)
-    );
+    resend_then_release(&mut h, pub_, sub, "held", 7);
 }
 
 #[test]
