@@ -47,9 +47,11 @@ def describe() -> str:
     return f"midge ({midge_bin()})"
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host`; a listener on 0.0.0.0 needs one free on every
+    address, which "0.0.0.0" asks for."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -758,20 +757,13 @@ def test_response_information_is_given_to_clients_that_ask(tmp_path):
         proc.wait(10)
 
 
-def wildcard_free_port() -> int:
-    """A port free on every address: the listener below binds 0.0.0.0, where
-    a port found free on 127.0.0.1 alone may be taken."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("0.0.0.0", 0))
-        return s.getsockname()[1]
-
-
 def test_bind_interface_loopback(tmp_path):
     """bind_interface lo: the listener serves on the loopback interface."""
     # Between choosing the port and the broker's bind, another socket may
     # take it (seen twice in ten runs of the suite): then choose again.
     for attempt in range(3):
-        port = wildcard_free_port()
+        # The listener binds 0.0.0.0: a port free on 127.0.0.1 alone may not do.
+        port = brokers.free_port("0.0.0.0")
         conf, _ = simple_conf(tmp_path, "", port=port)
         text = conf.read_text().replace(f"listener {port} 127.0.0.1\n", f"listener {port}\nbind_interface lo\n")
         conf.write_text(text)
