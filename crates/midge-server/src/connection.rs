@@ -43,8 +43,9 @@ pub const CONGESTED: usize = 256 * 1024;
 /// [`SLOW_READER_LIMIT`]) so one client cannot stall everyone.
 pub const SLOW_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// What a transmit costs in the writer's backlog: close to its encoded size,
-/// computed the same way on both sides of the channel.
+/// What a transmit costs in the writer's backlog: close to its encoded size.
+/// The router weighs each transmit once and hands the weight along with it
+/// ([`Outbox::send`]), so the writer takes off exactly what was added.
 pub fn transmit_weight(t: &Transmit) -> usize {
     t.packets
         .iter()
@@ -72,9 +73,13 @@ pub struct Outbox {
     pub(crate) backlog: AtomicUsize,
 }
 
+/// A transmit and its [`transmit_weight`], as the router counted it in the
+/// writer's backlog.
+type Weighed = (Transmit, usize);
+
 #[derive(Default)]
 struct OutboxState {
-    items: std::collections::VecDeque<Transmit>,
+    items: std::collections::VecDeque<Weighed>,
     closed: bool,
     /// The connection task, while it waits for something to write.
     waker: Option<Waker>,
@@ -82,7 +87,7 @@ struct OutboxState {
 
 impl OutboxState {
     /// Next transmit; an emptied queue gives its allocation back.
-    fn pop(&mut self) -> Option<Transmit> {
+    fn pop(&mut self) -> Option<Weighed> {
         let t = self.items.pop_front();
         if self.items.is_empty() && self.items.capacity() > 0 {
             self.items = Default::default();
@@ -107,15 +112,16 @@ impl Outbox {
         }
     }
 
-    /// Queues a transmit; false when the writer is gone.
-    pub fn send(&self, t: Transmit) -> bool {
+    /// Queues a transmit of `weight` ([`transmit_weight`], already added to
+    /// the backlog); false when the writer is gone.
+    pub fn send(&self, t: Transmit, weight: usize) -> bool {
         let Ok(mut s) = self.state.lock() else {
             return false;
         };
         if s.closed {
             return false;
         }
-        s.items.push_back(t);
+        s.items.push_back((t, weight));
         let waker = s.waker.take();
         drop(s);
         if let Some(w) = waker {
@@ -135,8 +141,8 @@ impl Outbox {
     }
 
     /// Queues a transmit that was held (see [`Outbox::hold`]).
-    pub fn send_held(&self, t: Transmit) -> bool {
-        let sent = self.send(t);
+    pub fn send_held(&self, t: Transmit, weight: usize) -> bool {
+        let sent = self.send(t, weight);
         self.held.fetch_sub(1, Ordering::AcqRel);
         sent
     }
@@ -155,13 +161,13 @@ impl Outbox {
         }
     }
 
-    pub(crate) fn try_recv(&self) -> Option<Transmit> {
+    pub(crate) fn try_recv(&self) -> Option<Weighed> {
         self.state.lock().ok()?.pop()
     }
 
     /// The next transmit, `Ready(None)` once closed and empty; otherwise
     /// the task is woken by the next [`Outbox::send`] or [`Outbox::close`].
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Transmit>> {
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Weighed>> {
         let Ok(mut s) = self.state.lock() else {
             return Poll::Ready(None);
         };
@@ -495,14 +501,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         match self.outbox.poll_recv(cx) {
             Poll::Pending => false,
-            Poll::Ready(Some(t)) => {
-                self.out_weight += transmit_weight(&t);
+            Poll::Ready(Some((t, weight))) => {
+                self.out_weight += weight;
                 self.closing |= encode(&t, &mut self.out);
                 while !self.closing && self.out.len() < WRITE_BATCH {
-                    let Some(t) = self.outbox.try_recv() else {
+                    let Some((t, weight)) = self.outbox.try_recv() else {
                         break;
                     };
-                    self.out_weight += transmit_weight(&t);
+                    self.out_weight += weight;
                     self.closing |= encode(&t, &mut self.out);
                 }
                 true

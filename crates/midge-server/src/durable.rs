@@ -62,7 +62,9 @@ const HOLD_MAX: Duration = Duration::from_millis(20);
 /// At most this many operations wait unwritten.
 const HOLD_OPS: usize = 1 << 16;
 
-pub(crate) type Outgoing = (Arc<crate::connection::Outbox>, Transmit);
+/// A transmit held for the store, its writer, and its weight in the
+/// writer's backlog ([`crate::connection::transmit_weight`]).
+pub(crate) type Outgoing = (Arc<crate::connection::Outbox>, Transmit, usize);
 
 enum Job {
     Batch {
@@ -276,8 +278,8 @@ impl StoreThread {
 
 /// Passes held packets on, each connection's in the order they were held.
 fn send_held(out: Vec<Outgoing>) {
-    for (writer, t) in out {
-        writer.send_held(t);
+    for (writer, t, weight) in out {
+        writer.send_held(t, weight);
     }
 }
 
@@ -451,6 +453,7 @@ mod tests {
                 packets: Vec::new(),
                 close: false,
             },
+            0,
         )]
     }
 

@@ -418,13 +418,13 @@ fn flush(
             // reader reports that as Lost.
             let mut holding = false;
             if through_store.is_some() {
-                if let Some(rest) = send_early(&p.writer, t) {
+                if let Some((rest, rest_weight)) = send_early(&p.writer, t, weight) {
                     p.writer.hold();
-                    held.push((p.writer.clone(), rest));
+                    held.push((p.writer.clone(), rest, rest_weight));
                     holding = true;
                 }
             } else {
-                let _ = p.writer.send(t);
+                let _ = p.writer.send(t, weight);
             }
             if close {
                 if !holding {
@@ -451,10 +451,11 @@ fn flush(
 /// message is durable; should the broker die first, the publisher has no
 /// PUBACK and sends it again, a duplicate QoS 1 allows. Sent early, the
 /// message is often acknowledged before the store writes it, and then it
-/// is never written. Returns what must be held.
-fn send_early(writer: &Outbox, mut t: Transmit) -> Option<Transmit> {
+/// is never written. `weight` is the transmit's [`transmit_weight`].
+/// Returns what must be held, and its weight.
+fn send_early(writer: &Outbox, mut t: Transmit, weight: usize) -> Option<(Transmit, usize)> {
     if writer.holding() {
-        return Some(t);
+        return Some((t, weight));
     }
     let early = t
         .packets
@@ -466,7 +467,7 @@ fn send_early(writer: &Outbox, mut t: Transmit) -> Option<Transmit> {
         })
         .count();
     if early == t.packets.len() && !t.close {
-        let _ = writer.send(t);
+        let _ = writer.send(t, weight);
         return None;
     }
     if early > 0 {
@@ -477,9 +478,12 @@ fn send_early(writer: &Outbox, mut t: Transmit) -> Option<Transmit> {
             packets: std::mem::replace(&mut t.packets, rest),
             close: false,
         };
-        let _ = writer.send(first);
+        // Only a split weighs again, and only the part sent early.
+        let first_weight = transmit_weight(&first);
+        let _ = writer.send(first, first_weight);
+        return Some((t, weight.saturating_sub(first_weight)));
     }
-    Some(t)
+    Some((t, weight))
 }
 
 fn protocol_tag(p: ProtocolVersion) -> u8 {
@@ -684,11 +688,16 @@ mod tests {
             ],
             false,
         );
-        let held = send_early(&w, t).expect("the PUBACK waits");
+        let weight = transmit_weight(&t);
+        let (held, held_weight) = send_early(&w, t, weight).expect("the PUBACK waits");
         assert_eq!(kinds(&held), vec![4, 3]);
-        assert_eq!(kinds(&w.try_recv().expect("sent")), vec![3]);
+        let (sent, sent_weight) = w.try_recv().expect("sent");
+        assert_eq!(kinds(&sent), vec![3]);
+        // The weight is split, not counted again.
+        assert_eq!(held_weight, transmit_weight(&held));
+        assert_eq!(sent_weight + held_weight, weight);
         // Only publishes: nothing waits.
-        assert!(send_early(&w, transmit(vec![publish(QoS::AtLeastOnce)], false)).is_none());
+        assert!(send_early(&w, transmit(vec![publish(QoS::AtLeastOnce)], false), 0).is_none());
         assert!(w.try_recv().is_some());
     }
 
@@ -696,18 +705,19 @@ mod tests {
     fn nothing_overtakes_what_is_held() {
         let w = Outbox::new(ConnId(1));
         // QoS 2 needs the message durable first.
-        let held = send_early(&w, transmit(vec![publish(QoS::ExactlyOnce)], false));
+        let held = send_early(&w, transmit(vec![publish(QoS::ExactlyOnce)], false), 0);
         assert!(held.is_some() && w.try_recv().is_none());
         w.hold();
-        let held = send_early(&w, transmit(vec![publish(QoS::AtMostOnce)], false));
+        let held = send_early(&w, transmit(vec![publish(QoS::AtMostOnce)], false), 0);
         assert!(
             held.is_some() && w.try_recv().is_none(),
             "behind a held transmit"
         );
-        assert!(w.send_held(transmit(Vec::new(), false)));
+        assert!(w.send_held(transmit(Vec::new(), false), 0));
         assert!(!w.holding());
         // A closing transmit: its publishes go, the close waits its turn.
-        let held = send_early(&w, transmit(vec![publish(QoS::AtMostOnce)], true)).expect("held");
+        let (held, _) =
+            send_early(&w, transmit(vec![publish(QoS::AtMostOnce)], true), 0).expect("held");
         assert!(held.close && held.packets.is_empty());
     }
 }
