@@ -2,7 +2,8 @@
 //! packets for the router, and encodes each outgoing batch into one buffer
 //! written with one call. Reading, handing to the router and writing are
 //! polled side by side, so a client that writes while it is not reading
-//! cannot deadlock the broker, and an idle connection costs one small task.
+//! cannot deadlock the broker, and an idle connection costs one small task,
+//! or none once parked (`crate::park`).
 
 use bytes::BytesMut;
 use midge_codec::{decode_packet, encode_packet, DecodeError, Packet, ProtocolVersion};
@@ -161,6 +162,29 @@ impl Outbox {
         }
     }
 
+    /// Has `waker` woken by the next [`Outbox::send`] or [`Outbox::close`]
+    /// instead of the connection's task, if `still_parked` says the
+    /// connection is still without one (checked under this queue's lock, so
+    /// a task that took the connection back cannot have its own waker
+    /// replaced). Err when there is something to write or the queue is
+    /// closed: the connection has work, and must not park.
+    pub(crate) fn park(
+        &self,
+        waker: &Waker,
+        still_parked: impl FnOnce() -> bool,
+    ) -> Result<(), ()> {
+        let Ok(mut s) = self.state.lock() else {
+            return Err(());
+        };
+        if s.closed || !s.items.is_empty() {
+            return Err(());
+        }
+        if still_parked() {
+            s.waker = Some(waker.clone());
+        }
+        Ok(())
+    }
+
     pub(crate) fn try_recv(&self) -> Option<Weighed> {
         self.state.lock().ok()?.pop()
     }
@@ -233,6 +257,7 @@ where
         out: BytesMut::new(),
         out_weight: 0,
         reading: true,
+        answered: false,
         flushing: false,
         closing: false,
         released: false,
@@ -247,6 +272,8 @@ pub struct RouterLink {
     pub counters: Arc<Counters>,
     /// Largest packet accepted from a client (`max_packet_size`).
     pub max_packet_size: usize,
+    /// Where a parked connection's task is spawned again (the `park` module).
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// Waits for room in the router's queue (only while it is full).
@@ -276,6 +303,10 @@ pub struct Connection<S> {
     out: BytesMut,
     out_weight: usize,
     reading: bool,
+    /// Something was written: the client has its CONNACK, so the
+    /// connection may park when idle (an unanswered one is about to be
+    /// answered).
+    answered: bool,
     /// Everything was written; waiting for the stream to flush it.
     flushing: bool,
     /// The broker closed the connection: write what is left, then stop.
@@ -340,7 +371,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Connection<S> {
 /// The router's queue is closed: the broker is stopping.
 struct RouterGone;
 
+/// What an idle connection is made of: all that [`crate::park`] keeps
+/// while the connection has no task.
+pub(crate) struct IdleParts<S> {
+    pub(crate) stream: S,
+    version: Option<ProtocolVersion>,
+    pub(crate) link: Arc<RouterLink>,
+    pub(crate) outbox: Arc<Outbox>,
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Whether the connection holds nothing but its socket and its links:
+    /// established, answered, nothing read and undecoded, nothing to write,
+    /// nothing waiting for the router, no timer.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.version.is_some()
+            && self.answered
+            && self.reading
+            && self.rare.is_none()
+            && self.read_buf.is_empty()
+            && !self.flowing
+            && self.out.is_empty()
+            && self.out_weight == 0
+            && !self.flushing
+            && !self.closing
+            && !self.released
+    }
+
+    /// Has `waker` woken when data or the end of the stream arrives; false
+    /// if some already had (it was read: poll the connection again).
+    pub(crate) fn arm(&mut self, waker: &Waker) -> bool {
+        !self.poll_read(&mut Context::from_waker(waker))
+    }
+
+    /// The idle connection taken apart (see [`Self::is_idle`]).
+    pub(crate) fn into_idle_parts(self) -> IdleParts<S> {
+        IdleParts {
+            stream: self.stream,
+            version: self.version,
+            link: self.link,
+            outbox: self.outbox,
+        }
+    }
+
+    /// The connection an [`IdleParts`] was taken from, as it was.
+    pub(crate) fn from_idle_parts(parts: IdleParts<S>) -> Self {
+        Connection {
+            stream: parts.stream,
+            read_buf: BytesMut::new(),
+            version: parts.version,
+            flowing: false,
+            link: parts.link,
+            outbox: parts.outbox,
+            rare: None,
+            out: BytesMut::new(),
+            out_weight: 0,
+            reading: true,
+            answered: true,
+            flushing: false,
+            closing: false,
+            released: false,
+        }
+    }
+
     fn rare_mut(&mut self) -> &mut Rare {
         self.rare.get_or_insert_with(Box::default)
     }
@@ -551,6 +644,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     .fetch_add(n as u64, Ordering::Relaxed);
                 let _ = self.out.split_to(n);
                 self.flushing = self.out.is_empty();
+                self.answered = true;
                 true
             }
             Poll::Ready(_) => {

@@ -2,13 +2,15 @@
 //! core's answers back out, and knows no MQTT rules beyond that.
 //!
 //! One router task owns the [`midge_core::Broker`]; every connection has a
-//! reader task (read, decode, forward in batches) and a writer task (encode a
-//! batch, one write call). Listeners are bound by the caller and passed in,
-//! with a shutdown future, so tests bind port 0.
+//! task that reads, decodes and forwards in batches, and encodes each
+//! outgoing batch for one write call. An idle plain connection gives its
+//! task back until it has work again (`park`). Listeners are bound by the
+//! caller and passed in, with a shutdown future, so tests bind port 0.
 
 pub mod connection;
 pub mod durable;
 pub mod log;
+mod park;
 pub mod router;
 pub mod server;
 pub mod sys;
