@@ -58,9 +58,10 @@ pub struct Stats {
 
 #[derive(Debug)]
 struct Connection {
+    /// The session attached, which holds the client id: a connection keeps
+    /// no copy of its own (see [`Broker::client_id`]).
     session: Option<SessionKey>,
     protocol: Option<ProtocolVersion>,
-    client_id: ByteString,
     /// The keep-alive in force, in seconds (0: none); see [`Connection::grace`].
     keep_alive: u16,
     last_seen: Instant,
@@ -342,7 +343,6 @@ impl Broker {
             Box::new(Connection {
                 session: None,
                 protocol: None,
-                client_id: ByteString::new(),
                 keep_alive: 0,
                 last_seen: now,
                 outbox: Vec::new(),
@@ -367,13 +367,11 @@ impl Broker {
         }
     }
 
-    /// The client id a connection gave in CONNECT (for debug logging).
+    /// The client id of a connection's session (for debug logging); `None`
+    /// before the CONNACK and once the session is detached.
     pub fn client_id(&self, conn: ConnId) -> Option<&str> {
-        self.links
-            .conns
-            .get(&conn)
-            .map(|c| &*c.client_id)
-            .filter(|id| !id.is_empty())
+        let key = self.links.conns.get(&conn)?.session?;
+        Some(&*self.sessions.get(key)?.client_id).filter(|id| !id.is_empty())
     }
 
     /// The connection came in on a listener with a `mount_point`.
@@ -667,8 +665,14 @@ impl Broker {
         let Some(conn) = self.links.conns.get_mut(&conn_id) else {
             return;
         };
-        let client_id = conn.client_id.clone();
         if let Some(key) = conn.session.take() {
+            // A copy: a clone would make the session's id shared, which
+            // costs it a header allocation for as long as it lives.
+            let client_id = self
+                .sessions
+                .get(key)
+                .map(|s| ByteString::from(&*s.client_id))
+                .unwrap_or_default();
             self.events.push(BrokerEvent::ClientDisconnected {
                 conn: conn_id,
                 client_id,

@@ -113,7 +113,10 @@ impl Broker {
             (ReasonCode::CONTINUE_AUTHENTICATION, Some(p)) => p.exchange.step(data),
             (ReasonCode::REAUTHENTICATE, None) if key.is_some() => {
                 let method = conn.auth_method().cloned().unwrap_or_default();
-                let client_id = conn.client_id.clone();
+                let client_id = key
+                    .and_then(|k| self.sessions.get(k))
+                    .map(|s| s.client_id.to_string())
+                    .unwrap_or_default();
                 let Some(m) = self
                     .auth_methods
                     .iter()
@@ -341,7 +344,13 @@ impl Broker {
             Some(k) => k,
             None => {
                 self.sessions
-                    .insert(Session::new(client_id.clone(), protocol, expiry_interval))
+                    // Its own copy: a clone would make the id shared (see
+                    // `Broker::close`).
+                    .insert(Session::new(
+                        ByteString::from(&*client_id),
+                        protocol,
+                        expiry_interval,
+                    ))
             }
         };
         let window = self
@@ -388,14 +397,8 @@ impl Broker {
         self.persist_session(key);
         let grace = super::keep_alive_grace(effective_keep_alive);
         let mut auth_method = None;
-        // A session taken over keeps its own copy of the id: share it.
-        let client_id = self
-            .sessions
-            .get(key)
-            .map_or(client_id, |s| s.client_id.clone());
         if let Some(conn) = self.links.conns.get_mut(&conn_id) {
             conn.session = Some(key);
-            conn.client_id = client_id.clone();
             conn.keep_alive = effective_keep_alive;
             conn.auth = None;
             auth_method = conn.auth_method().cloned();

@@ -26,7 +26,8 @@ impl Broker {
             return;
         };
         let v5 = s.protocol.is_v5();
-        let client_id = s.client_id.clone();
+        // A copy, not a clone (see `Broker::close`).
+        let client_id = ByteString::from(&*s.client_id);
         let username = s.username.clone();
         let acl = self.access.clone().filter(|a| a.has_acl());
         let identifier = sub.properties.subscription_identifiers.first().copied();
@@ -134,7 +135,8 @@ impl Broker {
             return;
         };
         let v5 = s.protocol.is_v5();
-        let client_id = s.client_id.clone();
+        // A copy, not a clone (see `Broker::close`).
+        let client_id = ByteString::from(&*s.client_id);
         let mut reasons = Vec::new();
         let mount = s.mount().cloned();
         for filter in u.filters {
