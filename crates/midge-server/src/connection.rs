@@ -82,6 +82,8 @@ type Weighed = (Transmit, usize);
 struct OutboxState {
     items: std::collections::VecDeque<Weighed>,
     closed: bool,
+    /// QoS 0 messages to this slow reader were dropped (it is said once).
+    dropped: bool,
     /// The connection task, while it waits for something to write.
     waker: Option<Waker>,
 }
@@ -183,6 +185,14 @@ impl Outbox {
             s.waker = Some(waker.clone());
         }
         Ok(())
+    }
+
+    /// True the first time QoS 0 messages to this connection are dropped
+    /// (the router logs that once per connection).
+    pub(crate) fn first_drop(&self) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|mut s| !std::mem::replace(&mut s.dropped, true))
     }
 
     pub(crate) fn try_recv(&self) -> Option<Weighed> {
@@ -376,7 +386,6 @@ struct RouterGone;
 pub(crate) struct IdleParts<S> {
     pub(crate) stream: S,
     version: Option<ProtocolVersion>,
-    pub(crate) link: Arc<RouterLink>,
     pub(crate) outbox: Arc<Outbox>,
 }
 
@@ -404,24 +413,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         !self.poll_read(&mut Context::from_waker(waker))
     }
 
-    /// The idle connection taken apart (see [`Self::is_idle`]).
+    /// The idle connection taken apart (see [`Self::is_idle`]); the link
+    /// to the router is kept elsewhere, by whoever parks it.
     pub(crate) fn into_idle_parts(self) -> IdleParts<S> {
         IdleParts {
             stream: self.stream,
             version: self.version,
-            link: self.link,
             outbox: self.outbox,
         }
     }
 
     /// The connection an [`IdleParts`] was taken from, as it was.
-    pub(crate) fn from_idle_parts(parts: IdleParts<S>) -> Self {
+    pub(crate) fn from_idle_parts(parts: IdleParts<S>, link: Arc<RouterLink>) -> Self {
         Connection {
             stream: parts.stream,
             read_buf: BytesMut::new(),
             version: parts.version,
             flowing: false,
-            link: parts.link,
+            link,
             outbox: parts.outbox,
             rare: None,
             out: BytesMut::new(),

@@ -8,13 +8,19 @@
 //! costs no system call. TLS and WebSocket connections keep their tasks:
 //! their own state is kilobytes.
 
-use crate::connection::{Connection, IdleParts};
+use crate::connection::{Connection, IdleParts, RouterLink};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What a parked connection keeps besides its socket (its listener slot),
+/// through which it finds the router again.
+pub(crate) trait Held: Unpin + Send + 'static {
+    fn link(&self) -> &Arc<RouterLink>;
+}
 
 /// A plain connection's task, with what must live as long as the
 /// connection (`H`: its listener slot). It ends when the connection ends,
@@ -34,7 +40,7 @@ impl<S, H> ParkingTask<S, H> {
 impl<S, H> Future for ParkingTask<S, H>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Unpin + Send + 'static,
+    H: Held,
 {
     type Output = ();
 
@@ -71,7 +77,7 @@ where
 fn park<S, H>(mut conn: Connection<S>, held: H) -> Result<(), (Connection<S>, H)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Unpin + Send + 'static,
+    H: Held,
 {
     let parked = Arc::new(Parked {
         state: Mutex::new(State::Arming),
@@ -87,7 +93,8 @@ where
         Ok(()) => return finish(&parked, &waker, &outbox),
         Err(back) => back,
     };
-    Err((Connection::from_idle_parts(parts), held))
+    let link = held.link().clone();
+    Err((Connection::from_idle_parts(parts, link), held))
 }
 
 /// The connection is parked; the router's queue is the last thing to wake
@@ -100,7 +107,7 @@ fn finish<S, H>(
 ) -> Result<(), (Connection<S>, H)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Unpin + Send + 'static,
+    H: Held,
 {
     let still_parked = || parked.is_parked();
     if outbox.park(waker, still_parked).is_ok() {
@@ -109,7 +116,10 @@ where
     // Something to write came first: take the connection back, unless a
     // wake-up already has (then its new task writes it).
     match parked.take() {
-        Some((parts, held)) => Err((Connection::from_idle_parts(parts), held)),
+        Some((parts, held)) => {
+            let link = held.link().clone();
+            Err((Connection::from_idle_parts(parts, link), held))
+        }
         None => Ok(()),
     }
 }
@@ -129,7 +139,7 @@ enum State<S, H> {
     Gone,
 }
 
-impl<S, H> Parked<S, H> {
+impl<S, H: Held> Parked<S, H> {
     /// Stores the connection, unless a wake-up came while arming.
     #[allow(clippy::type_complexity)]
     fn settle(&self, parts: IdleParts<S>, held: H) -> Result<(), (IdleParts<S>, H)> {
@@ -139,7 +149,7 @@ impl<S, H> Parked<S, H> {
         if !matches!(*state, State::Arming) {
             return Err((parts, held));
         }
-        parts.link.counters.parked.fetch_add(1, Ordering::Relaxed);
+        held.link().counters.parked.fetch_add(1, Ordering::Relaxed);
         *state = State::Parked(parts, held);
         Ok(())
     }
@@ -156,7 +166,7 @@ impl<S, H> Parked<S, H> {
         let mut state = self.state.lock().ok()?;
         match std::mem::replace(&mut *state, State::Gone) {
             State::Parked(parts, held) => {
-                parts.link.counters.parked.fetch_sub(1, Ordering::Relaxed);
+                held.link().counters.parked.fetch_sub(1, Ordering::Relaxed);
                 Some((parts, held))
             }
             State::Arming | State::Woken => {
@@ -171,7 +181,7 @@ impl<S, H> Parked<S, H> {
 impl<S, H> Wake for Parked<S, H>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Unpin + Send + 'static,
+    H: Held,
 {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
@@ -181,10 +191,14 @@ where
         let Some((parts, held)) = self.take() else {
             return;
         };
-        let runtime = parts.link.runtime.clone();
+        let link = held.link().clone();
+        let runtime = link.runtime.clone();
         // On a runtime shutting down the task is dropped at once, and with
         // it the socket.
-        runtime.spawn(ParkingTask::new(Connection::from_idle_parts(parts), held));
+        runtime.spawn(ParkingTask::new(
+            Connection::from_idle_parts(parts, link),
+            held,
+        ));
     }
 }
 
@@ -206,6 +220,18 @@ mod tests {
     ];
     const PINGREQ: [u8; 2] = [0xc0, 0];
     const PINGRESP: [u8; 2] = [0xd0, 0];
+
+    /// A listener slot: the tests count the holders of `_counted`.
+    struct TestSlot {
+        _counted: Arc<()>,
+        link: Arc<RouterLink>,
+    }
+
+    impl Held for TestSlot {
+        fn link(&self) -> &Arc<RouterLink> {
+            &self.link
+        }
+    }
 
     struct Harness {
         client: DuplexStream,
@@ -234,8 +260,12 @@ mod tests {
                 identity: None,
                 mount: None,
             };
+            let slot = TestSlot {
+                _counted: held.clone(),
+                link: link.clone(),
+            };
             let conn = run_connection(server, ConnId(1), origin, link);
-            tokio::spawn(ParkingTask::new(conn, held.clone()));
+            tokio::spawn(ParkingTask::new(conn, slot));
             let outbox = match recv(&mut router).await {
                 RouterMsg::Open { writer, .. } => writer,
                 other => panic!("expected Open, got {other:?}"),

@@ -59,8 +59,6 @@ struct Peer {
     /// The connection's queue; its `backlog` counts what is not yet written.
     writer: Arc<crate::connection::Outbox>,
     address: Box<str>,
-    /// QoS 0 messages dropped because the client does not read.
-    dropped: u64,
 }
 
 /// Most messages handled before the router flushes outgoing batches: large
@@ -211,7 +209,6 @@ fn handle(
                 Peer {
                     writer,
                     address: peer,
-                    dropped: 0,
                 },
             );
             broker.connection_opened(conn, now);
@@ -398,8 +395,7 @@ fn flush(
                 t.packets.retain(
                     |p| !matches!(p, Packet::Publish(p) if p.qos == midge_codec::QoS::AtMostOnce),
                 );
-                let dropped = (before - t.packets.len()) as u64;
-                if dropped > 0 && p.dropped == 0 {
+                if t.packets.len() < before && p.writer.first_drop() {
                     crate::log!(
                         log,
                         LogType::WARNING,
@@ -407,7 +403,6 @@ fn flush(
                         p.address
                     );
                 }
-                p.dropped += dropped;
             }
             let weight = transmit_weight(&t);
             let before = p.writer.backlog.fetch_add(weight, Ordering::Relaxed);

@@ -197,17 +197,33 @@ struct AcceptShared {
     log: Logger,
 }
 
-/// Decrements the listener's connection count when the connection ends.
-struct Slot(Arc<AtomicUsize>);
+/// A listener's count of open connections, and the router they talk to.
+struct Listening {
+    open: AtomicUsize,
+    link: Arc<RouterLink>,
+}
+
+/// One connection's place in its listener's count, given back when the
+/// connection ends; a parked connection finds the router through it.
+struct Slot(Arc<Listening>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl crate::park::Held for Slot {
+    fn link(&self) -> &Arc<RouterLink> {
+        &self.0.link
     }
 }
 
 async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watch::Receiver<bool>) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(Listening {
+        open: AtomicUsize::new(0),
+        link: shared.link.clone(),
+    });
     let name = match &l.listener {
         Listener::Tcp(t) => format!("port {}", t.local_addr().map(|a| a.port()).unwrap_or(0)),
         Listener::Unix(u) => format!(
@@ -240,7 +256,7 @@ async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watc
             }
         };
         if let Some(max) = l.max_connections {
-            if open.load(Ordering::Relaxed) >= max as usize {
+            if open.open.load(Ordering::Relaxed) >= max as usize {
                 crate::log!(
                     shared.log,
                     LogType::NOTICE,
@@ -251,7 +267,7 @@ async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watc
                 continue;
             }
         }
-        open.fetch_add(1, Ordering::Relaxed);
+        open.open.fetch_add(1, Ordering::Relaxed);
         let slot = Slot(open.clone());
         crate::log!(
             shared.log,
