@@ -299,7 +299,7 @@ impl Broker {
 
     /// Sessions kept for clients that are not connected.
     pub fn offline_session_count(&self) -> usize {
-        self.sessions.iter().filter(|s| s.conn.is_none()).count()
+        self.sessions.iter().filter(|s| s.conn().is_none()).count()
     }
 
     /// Messages waiting in sessions' queues and in flight.
@@ -536,7 +536,7 @@ impl Broker {
                 Timer::KeepAlive(id) => self.check_keep_alive(id, now),
                 Timer::SessionExpiry(key) => {
                     let expired = self.sessions.get(key).is_some_and(|s| {
-                        s.conn.is_none() && s.expires_at.is_some_and(|t| t <= now)
+                        s.conn().is_none() && s.expires_at.is_some_and(|t| t <= now)
                     });
                     if expired {
                         self.end_session(key, now);
@@ -547,7 +547,7 @@ impl Broker {
                         self.sessions
                             .get_mut(key)
                             .and_then(|s| match s.pending_will() {
-                                Some((_, at)) if *at <= now && s.conn.is_none() => {
+                                Some((_, at)) if *at <= now && s.conn().is_none() => {
                                     s.take_pending_will()
                                 }
                                 _ => None,
@@ -686,7 +686,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        s.conn = None;
+        s.set_conn(None);
         let will = s.take_will();
         let expiry = s.expiry_interval;
         // A will with a Will Delay Interval waits, unless the session ends

@@ -3,9 +3,10 @@
 
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// One network connection, numbered by the server. Never reused while the
-/// process runs, so a late event about a closed connection is recognised and
-/// ignored.
+/// One network connection, numbered by the server from 1 (a session keeps
+/// its connection's number in 8 bytes, with 0 for none). Never reused while
+/// the process runs, so a late event about a closed connection is
+/// recognised and ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 

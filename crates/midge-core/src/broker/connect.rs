@@ -312,7 +312,7 @@ impl Broker {
         let mut session_present = false;
         let key = match self.sessions.find(&client_id) {
             Some(key) => {
-                let old_conn = self.sessions.get(key).and_then(|s| s.conn);
+                let old_conn = self.sessions.get(key).and_then(|s| s.conn());
                 if let Some(old) = old_conn {
                     // [MQTT-3.1.4-3]: the old connection goes and its will is
                     // published, subject to its Will Delay Interval (which
@@ -360,7 +360,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        session.conn = Some(conn_id);
+        session.set_conn(Some(conn_id));
         session.protocol = protocol;
         session.expiry_interval = expiry_interval;
         session.expires_at = None;

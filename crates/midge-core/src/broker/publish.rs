@@ -313,7 +313,7 @@ impl Broker {
         self.shared.for_each_match(&msg.topic, |g| groups.push(g));
         for &gid in &groups {
             let sessions = &self.sessions;
-            let online = |k: SessionKey| sessions.get(k).is_some_and(|s| s.conn.is_some());
+            let online = |k: SessionKey| sessions.get(k).is_some_and(|s| s.conn().is_some());
             if let Some((key, sub)) = self.shared.pick(gid, online, None) {
                 let d = Delivery {
                     message: msg.clone(),
@@ -339,7 +339,7 @@ impl Broker {
         if d.message.is_expired(now) {
             return;
         }
-        let Some(conn_id) = s.conn else {
+        let Some(conn_id) = s.conn() else {
             if d.qos != QoS::AtMostOnce || self.config.queue_qos0_messages {
                 self.enqueue(key, d);
             }
@@ -425,7 +425,7 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(key) else {
                 return;
             };
-            let Some(conn_id) = s.conn else {
+            let Some(conn_id) = s.conn() else {
                 return;
             };
             let next = s.queue.front().map_or(0, |d| d.message.queued_size());
@@ -602,7 +602,7 @@ impl Broker {
     ) -> Option<Delivery> {
         let gid = d.shared_group?;
         let sessions = &self.sessions;
-        let online = |k: SessionKey| sessions.get(k).is_some_and(|s| s.conn.is_some());
+        let online = |k: SessionKey| sessions.get(k).is_some_and(|s| s.conn().is_some());
         match self.shared.pick(gid, online, Some(from)) {
             Some((other, sub)) => {
                 let qos = d.qos.min(sub.options.qos);
