@@ -1,7 +1,8 @@
 //! Idle plain connections without a task. A plain TCP or Unix connection
 //! with nothing to read, write or hand to the router gives its task back
 //! (256 bytes in tokio 1.54) and waits as one small [`Parked`] allocation:
-//! its socket, its links to the router and its listener slot. That
+//! its socket, its outbox and its listener slot (through which it finds
+//! the router again). That
 //! allocation is also the waker the socket's readiness and the router's
 //! next transmit call, and the first of them spawns a task for the
 //! connection again. Nothing is re-registered with the reactor, so parking
