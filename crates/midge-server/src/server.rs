@@ -498,6 +498,14 @@ mod tests {
     /// allocates a task as 104 bytes of its own plus the future, rounded up
     /// to 128: up to 152 bytes of future the task takes 256 bytes, one byte
     /// more and it takes 384.
+    /// Every connection has an outbox, idle or not: 72 bytes and the
+    /// `Arc`'s two counts take a 96-byte chunk from glibc's allocator.
+    #[test]
+    fn an_outbox_stays_small() {
+        let size = std::mem::size_of::<crate::connection::Outbox>();
+        assert!(size <= 72, "an outbox is {size} bytes");
+    }
+
     #[test]
     fn a_plain_connection_task_stays_small() {
         let size = std::mem::size_of::<ParkingTask<tokio::net::TcpStream, Slot>>();
