@@ -666,12 +666,10 @@ impl Broker {
             return;
         };
         if let Some(key) = conn.session.take() {
-            // A copy: a clone would make the session's id shared, which
-            // costs it a header allocation for as long as it lives.
             let client_id = self
                 .sessions
                 .get(key)
-                .map(|s| ByteString::from(&*s.client_id))
+                .map(crate::session::Session::id_copy)
                 .unwrap_or_default();
             self.events.push(BrokerEvent::ClientDisconnected {
                 conn: conn_id,

@@ -446,6 +446,12 @@ impl Session {
             .is_some_and(|e| e.incoming_qos2.remove(&id))
     }
 
+    /// A copy of the client id, for an event or a store operation that
+    /// outlives the borrow (see [`Session::new`]).
+    pub fn id_copy(&self) -> ByteString {
+        ByteString::from(&*self.client_id)
+    }
+
     /// The connection currently attached, if any.
     pub fn conn(&self) -> Option<ConnId> {
         self.conn.map(|c| ConnId(c.get()))
@@ -457,9 +463,14 @@ impl Session {
         self.conn = conn.and_then(|c| std::num::NonZeroU64::new(c.0));
     }
 
-    pub fn new(client_id: ByteString, protocol: ProtocolVersion, expiry_interval: u32) -> Self {
+    /// A session with its own copy of `client_id`. The copy is never
+    /// cloned (readers that need one owned take [`Session::id_copy`]): the
+    /// first clone of a `ByteString` made from a copy puts its bytes behind
+    /// a shared header, a second allocation for as long as the session
+    /// lives.
+    pub fn new(client_id: &str, protocol: ProtocolVersion, expiry_interval: u32) -> Self {
         Session {
-            client_id,
+            client_id: ByteString::from(client_id),
             username: None,
             conn: None,
             protocol,
@@ -607,14 +618,11 @@ mod tests {
     use crate::message::Message;
     use std::sync::Arc;
 
-    /// Every idle connection has a session (issue 4: memory per
-    /// connection); the rare parts live in `extras`. Print the size with
-    /// `--nocapture` when changing the struct.
     /// The attached connection is kept in 8 bytes: every number the server
     /// gives (from 1) comes back as it was.
     #[test]
     fn a_session_keeps_its_connection_number() {
-        let mut s = Session::new("c".into(), ProtocolVersion::V311, 0);
+        let mut s = Session::new("c", ProtocolVersion::V311, 0);
         assert_eq!(s.conn(), None);
         for id in [1, 2, 1 << 40, u64::MAX] {
             s.set_conn(Some(ConnId(id)));
@@ -624,6 +632,9 @@ mod tests {
         assert_eq!(s.conn(), None);
     }
 
+    /// Every idle connection has a session (issue 4: memory per
+    /// connection); the rare parts live in `extras`. Print the size with
+    /// `--nocapture` when changing the struct.
     #[test]
     fn a_session_stays_small() {
         let size = std::mem::size_of::<Session>();
@@ -634,7 +645,7 @@ mod tests {
 
     #[test]
     fn rare_parts_cost_nothing_until_used() {
-        let mut s = Session::new("c".into(), ProtocolVersion::V311, 0);
+        let mut s = Session::new("c", ProtocolVersion::V311, 0);
         s.set_mount(None);
         s.set_will(None);
         assert!(s.extras.is_none(), "no box for nothing");
@@ -682,7 +693,7 @@ mod tests {
     /// only once free.
     #[test]
     fn a_full_window_hands_out_free_ids_and_finds_acknowledged_ones() {
-        let mut s = Session::new("c".into(), ProtocolVersion::V311, 0);
+        let mut s = Session::new("c", ProtocolVersion::V311, 0);
         for _ in 0..65_000 {
             let f = inflight(&mut s);
             assert!(
@@ -726,7 +737,7 @@ mod tests {
     /// which a large window counts as it goes rather than adding up.
     #[test]
     fn the_window_knows_its_bytes_below_and_above_the_index() {
-        let mut s = Session::new("c".into(), ProtocolVersion::V311, 0);
+        let mut s = Session::new("c", ProtocolVersion::V311, 0);
         let sum = |s: &Session| -> u64 {
             s.inflight
                 .iter()

@@ -342,16 +342,9 @@ impl Broker {
         };
         let key = match key {
             Some(k) => k,
-            None => {
-                self.sessions
-                    // Its own copy: a clone would make the id shared (see
-                    // `Broker::close`).
-                    .insert(Session::new(
-                        ByteString::from(&*client_id),
-                        protocol,
-                        expiry_interval,
-                    ))
-            }
+            None => self
+                .sessions
+                .insert(Session::new(&client_id, protocol, expiry_interval)),
         };
         let window = self
             .config

@@ -58,7 +58,7 @@ impl Broker {
             self.retained.insert(&topic, Arc::new(message));
         }
         for r in state.sessions {
-            let mut s = Session::new(r.client_id.clone(), r.protocol, r.expiry_interval);
+            let mut s = Session::new(&r.client_id, r.protocol, r.expiry_interval);
             s.stored = true;
             if r.expiry_interval != NEVER_EXPIRES {
                 let left = std::time::Duration::from_secs(u64::from(r.expiry_interval))

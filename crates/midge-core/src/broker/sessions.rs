@@ -91,7 +91,7 @@ mod tests {
     use midge_codec::ProtocolVersion;
 
     fn session(id: &str) -> Session {
-        Session::new(id.into(), ProtocolVersion::V311, 0)
+        Session::new(id, ProtocolVersion::V311, 0)
     }
 
     #[test]

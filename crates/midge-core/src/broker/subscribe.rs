@@ -26,8 +26,7 @@ impl Broker {
             return;
         };
         let v5 = s.protocol.is_v5();
-        // A copy, not a clone (see `Broker::close`).
-        let client_id = ByteString::from(&*s.client_id);
+        let client_id = s.id_copy();
         let username = s.username.clone();
         let acl = self.access.clone().filter(|a| a.has_acl());
         let identifier = sub.properties.subscription_identifiers.first().copied();
@@ -135,8 +134,7 @@ impl Broker {
             return;
         };
         let v5 = s.protocol.is_v5();
-        // A copy, not a clone (see `Broker::close`).
-        let client_id = ByteString::from(&*s.client_id);
+        let client_id = s.id_copy();
         let mut reasons = Vec::new();
         let mount = s.mount().cloned();
         for filter in u.filters {
