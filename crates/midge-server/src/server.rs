@@ -220,7 +220,7 @@ impl crate::park::Held for Slot {
 }
 
 async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watch::Receiver<bool>) {
-    let open = Arc::new(Listening {
+    let listening = Arc::new(Listening {
         open: AtomicUsize::new(0),
         link: shared.link.clone(),
     });
@@ -256,7 +256,7 @@ async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watc
             }
         };
         if let Some(max) = l.max_connections {
-            if open.open.load(Ordering::Relaxed) >= max as usize {
+            if listening.open.load(Ordering::Relaxed) >= max as usize {
                 crate::log!(
                     shared.log,
                     LogType::NOTICE,
@@ -267,8 +267,8 @@ async fn accept_loop(l: BoundListener, shared: Arc<AcceptShared>, mut stop: watc
                 continue;
             }
         }
-        open.open.fetch_add(1, Ordering::Relaxed);
-        let slot = Slot(open.clone());
+        listening.open.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot(listening.clone());
         crate::log!(
             shared.log,
             LogType::INFORMATION,
